@@ -1,0 +1,42 @@
+# Thin wrappers: each target creates/updates .venv and installs the project first,
+# so every one of them works as the first command on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-fast lab bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the whole course headless (embedded database, schema, data, notebooks) with a summary
+run: $(STAMP)
+	$(BIN)/labhelpers run
+
+## test: every test, against a real PostgreSQL (what CI runs)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## test-fast: skip the slow tests (browser, large data)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+## lab: JupyterLab on the notebooks
+lab: $(STAMP)
+	$(BIN)/labhelpers db up
+	$(BIN)/jupyter lab notebooks/
+
+## bench: the lesson's benchmark targets at the large scale
+bench: $(STAMP)
+	$(BIN)/labhelpers bench --scale large
+
+## clean: stop the embedded server and remove the environment (the database in .lab/ is kept)
+clean:
+	-$(BIN)/labhelpers db down
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,227 @@
+"""The `labhelpers` command: a thin layer, one library call per command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import psycopg
+
+from . import db
+from .errors import LabError
+
+
+class LabGroup(click.Group):
+    """A click group that turns user-facing errors into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LabError as e:
+            raise click.ClickException(str(e)) from None
+        except psycopg.Error as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise click.ClickException(f"PostgreSQL error: {first}") from None
+
+
+def dsn_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The shared ``--dsn`` option (else LAB_DSN, else DATABASE_URL, else the embedded server)."""
+    return click.option(
+        "--dsn",
+        default=None,
+        metavar="DSN",
+        help="PostgreSQL URL. Default: $LAB_DSN, else $DATABASE_URL, else the embedded server.",
+    )(f)
+
+
+@click.group(cls=LabGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="labhelpers")
+def cli() -> None:
+    """The Multi-Tenant Schema Lab: PostgreSQL multi-tenant schema design, hands-on.
+
+    Example: labhelpers run
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# labhelpers db ...
+# --------------------------------------------------------------------------------------------------
+
+
+@cli.group(cls=LabGroup)
+def db_group() -> None:
+    """The database: the embedded server's lifecycle, its URL, reset, psql.
+
+    Example: labhelpers db up
+    """
+
+
+cli.add_command(db_group, name="db")
+
+
+def _port_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--port", type=click.IntRange(1, 65535), default=None, help="TCP port on 127.0.0.1 (default $LAB_PORT or 54329)."
+    )(f)
+
+
+@db_group.command("up")
+@_port_option
+def db_up(port: int | None) -> None:
+    """Start the embedded PostgreSQL server (idempotent) and create the lab database.
+
+    Example: labhelpers db up
+    """
+    server = db.embedded_server(port=port)
+    started = server.up()
+    state = "started" if started else "already running"
+    click.echo(f"embedded PostgreSQL {db.PG_MAJOR} {state}: {db.redact(server.dsn())}")
+
+
+@db_group.command("down")
+def db_down() -> None:
+    """Stop the embedded server (data is kept).
+
+    Example: labhelpers db down
+    """
+    server = db.embedded_server()
+    server.down()
+    click.echo(f"embedded server stopped (data kept in {server.pgdata})")
+
+
+@db_group.command("status")
+@dsn_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def db_status(dsn: str | None, as_json: bool) -> None:
+    """Show the resolved server: running or not, version, DSN, tuned settings.
+
+    Example: labhelpers db status
+    """
+    st = db.status(dsn)
+    if as_json:
+        click.echo(json.dumps({**st.__dict__, "dsn": db.redact(st.dsn), "pgdata": str(st.pgdata or "")}, indent=2))
+    else:
+        kind = "embedded" if st.embedded else "external"
+        click.echo(f"server:   {kind}, {'running' if st.running else 'not running'}")
+        click.echo(f"dsn:      {db.redact(st.dsn)}")
+        if st.pgdata:
+            click.echo(f"pgdata:   {st.pgdata}")
+        if st.version:
+            click.echo(f"version:  PostgreSQL {st.version}")
+        for name, value in st.settings.items():
+            click.echo(f"  {name:<32} {value}")
+    if not st.running:
+        sys.exit(1)
+
+
+@db_group.command("url")
+@dsn_option
+def db_url(dsn: str | None) -> None:
+    """Print the administrator's DSN and nothing else (starts the embedded server if needed).
+
+    Example: psql "$(labhelpers db url)"
+    """
+    click.echo(db.resolve_dsn(dsn))
+
+
+@db_group.command("reset")
+@dsn_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def db_reset(dsn: str | None, yes: bool) -> None:
+    """Drop and recreate the lab database: the only destructive command.
+
+    Example: labhelpers db reset --yes
+    """
+    target = db.resolve_dsn(dsn)
+    if not yes:
+        click.confirm(f"Drop every table and row in database {db.dbname_of(target)}?", abort=True)
+    click.echo(db.reset_database(target))
+
+
+@db_group.command("psql", context_settings={"ignore_unknown_options": True})
+@dsn_option
+@click.option("--role", type=click.Choice(db.APP_ROLES), default=None, help="Log in as this application role.")
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+def db_psql(dsn: str | None, role: str | None, psql_args: tuple[str, ...]) -> None:
+    """Open psql on the lab database (extra arguments go to psql).
+
+    Example: labhelpers db psql -c 'SELECT count(*) FROM contacts'
+    """
+    psql = db.psql_path()
+    if psql is None:
+        raise LabError(
+            "no psql client found: install one (Debian/Ubuntu: apt install postgresql-client; "
+            "macOS: brew install libpq) or use the notebooks"
+        )
+    target = db.resolve_dsn(dsn)
+    if role:
+        db.connect(target, role=role).close()  # a clear error if the role does not exist yet
+        target = db.role_dsn(target, role)
+    os.execv(str(psql), [str(psql), target, *psql_args])
+
+
+# --------------------------------------------------------------------------------------------------
+# labhelpers run
+# --------------------------------------------------------------------------------------------------
+
+
+@cli.command("run")
+@dsn_option
+@click.argument("notebooks", nargs=-1)
+@click.option("-p", "--parameter", "parameters", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="A notebook parameter (repeatable), e.g. -p tenant globex.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where executed notebooks are saved (default runs/latest).")
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds allowed per cell.")
+def run_cmd(dsn: str | None, notebooks: tuple[str, ...], parameters: tuple[tuple[str, str], ...],
+            out_dir: Path | None, timeout: float) -> None:
+    """Run the whole course headless and end with a summary (the README's first command).
+
+    NOTEBOOKS are names or numbers (e.g. 02 or 02-row-level-security); default: all, in order.
+
+    Example: labhelpers run 00 01 -p tenant acme
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import runner
+
+    console = Console(stderr=False)
+    params = {name: _parse_value(value) for name, value in parameters}
+
+    def show(result: runner.StepResult) -> None:
+        mark = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
+        console.print(f"{mark} {result.name} ({result.seconds:.1f}s) {result.detail}")
+
+    kwargs = {"out_dir": out_dir} if out_dir else {}
+    results = runner.run_course(dsn=dsn, notebooks=notebooks, parameters=params, timeout=timeout,
+                                on_result=show, **kwargs)
+    table = Table(title="Summary")
+    for column in ("step", "status", "seconds", "detail"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.name, "ok" if r.ok else "[red]FAILED[/]", f"{r.seconds:.1f}",
+                      r.detail + (f" -> {r.output}" if r.output and not r.ok else ""))
+    console.print(table)
+    failed = [r for r in results if not r.ok]
+    total = sum(r.seconds for r in results)
+    console.print(f"{len(results) - len(failed)} of {len(results)} steps passed in {total:.0f}s")
+    if failed:
+        sys.exit(1)
+
+
+def _parse_value(text: str) -> Any:
+    """Notebook parameters from the command line: numbers and booleans as such, else strings."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="labhelpers")
