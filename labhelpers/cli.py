@@ -174,14 +174,19 @@ def db_psql(dsn: str | None, role: str | None, psql_args: tuple[str, ...]) -> No
 @click.argument("notebooks", nargs=-1)
 @click.option("-p", "--parameter", "parameters", nargs=2, multiple=True, metavar="NAME VALUE",
               help="A notebook parameter (repeatable), e.g. -p tenant globex.")
+@click.option("--scale", default="small", show_default=True, metavar="SCALE",
+              help="Data scale to seed and pass to the notebooks (small, medium, large).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where executed notebooks are saved (default runs/latest).")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds allowed per cell.")
+@click.option("--no-prepare", is_flag=True, help="Do not build the schema or seed data first.")
 def run_cmd(dsn: str | None, notebooks: tuple[str, ...], parameters: tuple[tuple[str, str], ...],
-            out_dir: Path | None, timeout: float) -> None:
+            scale: str, out_dir: Path | None, timeout: float, no_prepare: bool) -> None:
     """Run the whole course headless and end with a summary (the README's first command).
 
-    NOTEBOOKS are names or numbers (e.g. 02 or 02-row-level-security); default: all, in order.
+    Prepares the database (schema, data at --scale), then executes each notebook with papermill,
+    saving every executed copy (failed ones too) in --out. NOTEBOOKS are names or numbers
+    (e.g. 02 or 02-row-level-security); default: all, in order. Exit code 1 if any step failed.
 
     Example: labhelpers run 00 01 -p tenant acme
     """
@@ -190,28 +195,77 @@ def run_cmd(dsn: str | None, notebooks: tuple[str, ...], parameters: tuple[tuple
 
     from . import runner
 
-    console = Console(stderr=False)
+    console = Console(highlight=False)
     params = {name: _parse_value(value) for name, value in parameters}
+
+    def started(name: str) -> None:
+        console.print(f"[dim]...[/] {name}")
 
     def show(result: runner.StepResult) -> None:
         mark = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
-        console.print(f"{mark} {result.name} ({result.seconds:.1f}s) {result.detail}")
+        console.print(f"{mark} {result.name} ({result.seconds:.1f}s) {result.detail}", soft_wrap=True)
 
     kwargs = {"out_dir": out_dir} if out_dir else {}
-    results = runner.run_course(dsn=dsn, notebooks=notebooks, parameters=params, timeout=timeout,
-                                on_result=show, **kwargs)
+    results = runner.run_course(dsn=dsn, notebooks=notebooks, parameters=params, scale=scale, timeout=timeout,
+                                prepare=not no_prepare, on_start=started, on_result=show, **kwargs)
     table = Table(title="Summary")
-    for column in ("step", "status", "seconds", "detail"):
+    for column in ("step", "status", "seconds", "failing cell", "error (or detail)"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.name, "ok" if r.ok else "[red]FAILED[/]", f"{r.seconds:.1f}",
-                      r.detail + (f" -> {r.output}" if r.output and not r.ok else ""))
+        table.add_row(r.name, "ok" if r.ok else "[red]FAILED[/]", f"{r.seconds:.1f}", r.cell,
+                      r.detail if r.ok else (r.error or r.detail))
     console.print(table)
     failed = [r for r in results if not r.ok]
     total = sum(r.seconds for r in results)
     console.print(f"{len(results) - len(failed)} of {len(results)} steps passed in {total:.0f}s")
+    saved = {r.output.parent for r in results if r.output}
+    for folder in sorted(saved):
+        console.print(f"executed notebooks: {folder}")
     if failed:
         sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# labhelpers explain
+# --------------------------------------------------------------------------------------------------
+
+
+@cli.command("explain")
+@dsn_option
+@click.argument("query")
+@click.option("--tenant", "tenant_ref", default=None, metavar="TENANT",
+              help="Tenant slug or UUID whose context the statement runs in (app.current_tenant).")
+@click.option("--role", type=click.Choice(db.APP_ROLES), default=None,
+              help="Log in as this application role, so RLS applies (default: the administrator).")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw the plan tree to this PNG file.")
+@click.option("--no-analyze", is_flag=True, help="Plan only, do not run the statement.")
+def explain_cmd(dsn: str | None, query: str, tenant_ref: str | None, role: str | None, png: Path | None,
+                no_analyze: bool) -> None:
+    """Show a statement's plan, node by node: time, rows estimated vs actual, indexes, pruning.
+
+    Runs EXPLAIN (ANALYZE, BUFFERS, SETTINGS) as --role in --tenant's context; a write is rolled back.
+
+    Example: labhelpers explain "SELECT count(*) FROM contacts" --tenant acme --role app_user --png plan.png
+    """
+    from . import explain as explaining
+    from . import tenants
+
+    with db.connect(dsn, role=role, autocommit=True) as conn:
+        if tenant_ref:
+            tenants.use_tenant(conn, tenant_ref)
+        plan = explaining.explain(conn, query, analyze=not no_analyze, rollback=True)
+    table = plan.table()
+    table = table.astype(object).where(table.notna(), "")
+    width = max(len(str(v)) for v in table["node"])
+    click.echo(table.to_string(formatters={"node": lambda v: f"{v:<{width}}"}, justify="left"))
+    click.echo()
+    click.echo(plan.summary())
+    if png:
+        from . import plots
+
+        plots.plot_plan(plan).savefig(png, dpi=110)
+        click.echo(f"plan picture: {png}")
 
 
 def _parse_value(text: str) -> Any:

@@ -1,11 +1,13 @@
 """Running the course headless: prepare the database, execute the notebooks with papermill, summarize.
 
-Every executed notebook is saved, failed ones too (papermill marks the failing cell), so a student or
-an instructor can open exactly what went wrong.
+Every executed notebook is saved, failed ones too (papermill marks the failing cell and puts a banner
+at the top), so a student or an instructor can open exactly what went wrong. The kernel is papermill's
+``python3``: jupyter_client starts it with the Python that runs papermill, so the project's venv.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -16,31 +18,46 @@ from typing import Any
 from . import db
 from .errors import LabError
 
-__all__ = ["NOTEBOOK_DIR", "StepResult", "course_notebooks", "execute_notebook", "run_course"]
+__all__ = [
+    "DEFAULT_OUT",
+    "NOTEBOOK_DIR",
+    "StepResult",
+    "course_notebooks",
+    "execute_notebook",
+    "failure_of",
+    "run_course",
+]
 
 log = logging.getLogger("labhelpers")
 
 NOTEBOOK_DIR = db.PROJECT_DIR / "notebooks"
 DEFAULT_OUT = db.PROJECT_DIR / "runs" / "latest"
+DEFAULT_SCALE = "small"
 
 
 @dataclass
 class StepResult:
-    """One line of the summary: a preparation step or a notebook."""
+    """One line of the summary: a preparation step or a notebook.
+
+    ``cell`` names the failing cell as JupyterLab shows it (``In [7]``) and ``error`` is its error in
+    one line (``UndefinedTable: relation "x" does not exist``); ``detail`` is what the summary shows.
+    """
 
     name: str
     ok: bool
     seconds: float
     detail: str = ""
     output: Path | None = None
+    cell: str = ""
+    error: str = ""
 
 
-def course_notebooks(selected: Iterable[str] = ()) -> list[Path]:
+def course_notebooks(selected: Iterable[str] = (), *, directory: Path = NOTEBOOK_DIR) -> list[Path]:
     """The notebooks to run, in course order (``NN-topic.ipynb``); ``selected`` by path, name or prefix.
 
     Raise LabError if a selected notebook does not exist.
     """
-    every = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]-*.ipynb"))
+    every = sorted(directory.glob("[0-9][0-9]-*.ipynb"))
     chosen: list[Path] = []
     for item in selected:
         path = Path(item)
@@ -54,10 +71,47 @@ def course_notebooks(selected: Iterable[str] = ()) -> list[Path]:
     return chosen or every
 
 
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def failure_of(executed: Path) -> tuple[str, str]:
+    """Find the failing cell of an executed notebook: ``("In [7]", "ErrorName: first line")``.
+
+    Reads papermill's marks (``metadata.papermill.exception``). The error comes from the cell's error
+    output, else from its stderr (IPython shows a ``UsageError`` there, without an error output).
+    Returns ``("", "")`` if no cell is marked.
+    """
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(executed), as_version=4)
+    except Exception:  # unreadable or missing: nothing to point at
+        return "", ""
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code" or not cell.get("metadata", {}).get("papermill", {}).get("exception"):
+            continue
+        label = f"In [{cell.get('execution_count')}]" if cell.get("execution_count") else "a cell"
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                evalue = _first_line(out.get("evalue", ""))
+                return label, f"{out.get('ename')}: {evalue}" if evalue else str(out.get("ename"))
+        stderr = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stderr")
+        errors = [ln.strip() for ln in stderr.splitlines() if "Error" in ln]
+        return label, errors[-1] if errors else _first_line(stderr) or "the cell failed"
+    return "", ""
+
+
 def execute_notebook(
     notebook: Path, out_dir: Path, parameters: dict[str, Any], *, timeout: float | None = None
 ) -> StepResult:
-    """Execute one notebook with papermill; always save the executed copy in ``out_dir``."""
+    """Execute one notebook with papermill; always save the executed copy in ``out_dir``.
+
+    :param parameters: injected after the cell tagged ``parameters`` (at the top if there is none).
+    :param timeout: seconds allowed per cell (None: no limit).
+    :returns: the result; a failure names the failing cell and its error, never raises.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -73,13 +127,21 @@ def execute_notebook(
             execution_timeout=timeout,
             progress_bar=False,
             kernel_name="python3",
+            # ipykernel 7 warns on every start that local TCP is unencrypted: noise in a summary.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as e:
-        detail = f"cell {e.exec_count or e.cell_index}: {e.ename}: {str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ''}"
-        return StepResult(notebook.stem, False, time.perf_counter() - started, detail, output)
+        cell, error = failure_of(output)
+        if not error:
+            error = f"{e.ename}: {_first_line(e.evalue)}"
+            cell = f"In [{e.exec_count}]" if e.exec_count else f"cell {e.cell_index}"
+        return StepResult(notebook.stem, False, time.perf_counter() - started, f"{cell}: {error}", output,
+                          cell, error)
     except Exception as e:  # a dead kernel, a timeout, an unreadable notebook: still one summary line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return StepResult(notebook.stem, False, time.perf_counter() - started, f"{type(e).__name__}: {first}", output)
+        cell, _ = failure_of(output)
+        error = f"{type(e).__name__}: {_first_line(str(e))}"
+        return StepResult(notebook.stem, False, time.perf_counter() - started,
+                          f"{cell}: {error}" if cell else error, output, cell, error)
     return StepResult(notebook.stem, True, time.perf_counter() - started, "", output)
 
 
@@ -88,8 +150,16 @@ def _step(name: str, action: Callable[[], str]) -> StepResult:
     try:
         detail = action()
     except LabError as e:
-        return StepResult(name, False, time.perf_counter() - started, str(e))
+        return StepResult(name, False, time.perf_counter() - started, str(e), error=str(e))
+    except Exception as e:  # a preparation bug or a PostgreSQL error: one line, and the run stops
+        log.debug("step %s failed", name, exc_info=True)
+        error = f"{type(e).__name__}: {_first_line(str(e))}"
+        return StepResult(name, False, time.perf_counter() - started, error, error=error)
     return StepResult(name, True, time.perf_counter() - started, detail)
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(f"labhelpers.{module}") is not None
 
 
 def run_course(
@@ -97,17 +167,37 @@ def run_course(
     dsn: str | None = None,
     notebooks: Iterable[str] = (),
     parameters: dict[str, Any] | None = None,
+    scale: str = DEFAULT_SCALE,
     out_dir: Path = DEFAULT_OUT,
     timeout: float | None = 600,
+    prepare: bool = True,
+    notebook_dir: Path = NOTEBOOK_DIR,
+    on_start: Callable[[str], None] | None = None,
     on_result: Callable[[StepResult], None] | None = None,
 ) -> list[StepResult]:
     """Prepare the database, then execute the notebooks in order; return one result per step.
 
-    Preparation failing stops the run (nothing after it could pass); a failing notebook does not.
+    Steps: ``database`` (resolve the DSN, start the embedded server if needed, check it answers), then,
+    when ``prepare``, ``schema`` (every SQL stage, `stages.build`) and ``data`` (the tenants at ``scale``,
+    `datagen.seed`), then one step per notebook with the parameters ``dsn`` and ``scale`` plus
+    ``parameters``. A failing preparation step stops the run (nothing after it could pass); a failing
+    notebook does not.
+
+    :param notebooks: names, numbers or paths (`course_notebooks`); empty for the whole course.
+    :param out_dir: where the executed notebooks are saved, failed ones included.
+    :param timeout: seconds allowed per cell.
+    :param on_start: called with a step's name before it runs (progress).
+    :param on_result: called with each result as soon as it is known.
+    Raise LabError if a selected notebook does not exist.
     """
+    selected = course_notebooks(notebooks, directory=notebook_dir)
+    scale = str((parameters or {}).get("scale", scale))
     results: list[StepResult] = []
 
-    def record(result: StepResult) -> bool:
+    def record(name: str, run: Callable[[], StepResult]) -> bool:
+        if on_start:
+            on_start(name)
+        result = run()
         results.append(result)
         if on_result:
             on_result(result)
@@ -115,16 +205,37 @@ def run_course(
 
     resolved: dict[str, str] = {}
 
-    def prepare_database() -> str:
+    def check_database() -> str:
         resolved["dsn"] = db.resolve_dsn(dsn)
         with db.connect(resolved["dsn"]) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         return f"PostgreSQL {version} at {db.redact(resolved['dsn'])}"
 
-    if not record(_step("database", prepare_database)):
-        return results
+    def build_schema() -> str:
+        from . import stages
 
-    params = {"dsn": resolved["dsn"], **(parameters or {})}
-    for notebook in course_notebooks(notebooks):
-        record(execute_notebook(notebook, out_dir, params, timeout=timeout))
+        with db.connect(resolved["dsn"], autocommit=True) as conn:
+            done = stages.build(conn)
+        return f"{len(done)} stage files" if isinstance(done, (list, tuple)) else "built"
+
+    def seed_data() -> str:
+        from . import datagen
+
+        with db.connect(resolved["dsn"], autocommit=True) as conn:
+            done = datagen.seed(conn, scale=scale)
+        return str(done) if done is not None else f"scale {scale}"
+
+    if not record("database", lambda: _step("database", check_database)):
+        return results
+    if prepare:
+        for name, action, module in (("schema", build_schema, "stages"), ("data", seed_data, "datagen")):
+            if not _available(module):
+                log.warning("labhelpers.%s is not there yet: skipping the %s step", module, name)
+                continue
+            if not record(name, lambda name=name, action=action: _step(name, action)):  # type: ignore[misc]
+                return results
+
+    params = {"dsn": resolved["dsn"], "scale": scale, **(parameters or {})}
+    for notebook in selected:
+        record(notebook.stem, lambda nb=notebook: execute_notebook(nb, out_dir, params, timeout=timeout))  # type: ignore[misc]
     return results
