@@ -165,6 +165,31 @@ def db_psql(dsn: str | None, role: str | None, psql_args: tuple[str, ...]) -> No
 
 
 # --------------------------------------------------------------------------------------------------
+# labhelpers build
+# --------------------------------------------------------------------------------------------------
+
+
+@cli.command("build")
+@dsn_option
+@click.option("--through", type=click.Choice(["01", "02", "03", "04", "05", "seed"]), default=None,
+              help="Stop after this stage (default: every stage and the seed data).")
+def build_cmd(dsn: str | None, through: str | None) -> None:
+    """Apply sql/01..05 and data/seed-tenants.sql in order; running it again changes nothing.
+
+    A failing statement is reported with its file, line and PostgreSQL error, and the build stops
+    (the failing file leaves nothing half-applied).
+
+    Example: labhelpers build --through 02
+    """
+    from . import stages
+
+    with db.connect(dsn) as conn:
+        done = stages.build(conn, through=through)
+    for stage in done:
+        click.echo(f"applied {stage.key}  {stage.path.relative_to(db.PROJECT_DIR)}")
+
+
+# --------------------------------------------------------------------------------------------------
 # labhelpers run
 # --------------------------------------------------------------------------------------------------
 
@@ -196,6 +221,8 @@ def run_cmd(dsn: str | None, notebooks: tuple[str, ...], parameters: tuple[tuple
     from . import runner
 
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=160)  # CI logs: a summary table without wrapping
     params = {name: _parse_value(value) for name, value in parameters}
 
     def started(name: str) -> None:
@@ -266,6 +293,124 @@ def explain_cmd(dsn: str | None, query: str, tenant_ref: str | None, role: str |
 
         plots.plot_plan(plan).savefig(png, dpi=110)
         click.echo(f"plan picture: {png}")
+
+
+# --------------------------------------------------------------------------------------------------
+# labhelpers check
+# --------------------------------------------------------------------------------------------------
+
+
+@cli.command("check")
+@dsn_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output, with the evidence.")
+def check_cmd(dsn: str | None, as_json: bool) -> None:
+    """Measure the lesson's success criteria on the database (as app_user, under RLS).
+
+    Prints one line per criterion: PASS, FAIL or SKIP (benchmarks without a `labhelpers bench` run).
+    Exit code 1 if any criterion FAILs; SKIP does not fail.
+
+    Example: labhelpers check --json
+    """
+    from . import checks
+
+    results = checks.run_checks(db.resolve_dsn(dsn))
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2, default=str))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        colour = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
+        table = Table(title="Success criteria")
+        for column in ("criterion", "status", "summary"):
+            table.add_column(column)
+        for r in results:
+            table.add_row(r.criterion, f"[{colour[r.status]}]{r.status}[/]", r.summary)
+        Console(highlight=False).print(table)
+    if any(r.passed is False for r in results):
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# labhelpers seed, labhelpers bench
+# --------------------------------------------------------------------------------------------------
+
+
+@cli.command("seed")
+@dsn_option
+@click.option("--scale", default="small", show_default=True,
+              type=click.Choice(["tiny", "small", "medium", "large", "xl"]),
+              help="tiny (tests), small (3 x 10k contacts), medium (10 tenants, largest 100k), "
+                   "large (10 skewed tenants, largest 1M contacts), xl (a tenant with 10M+ rows).")
+@click.option("--tenants", type=click.IntRange(1, 19), default=None, help="Custom shape: number of tenants.")
+@click.option("--contacts", type=click.IntRange(1, 50_000_000), default=None,
+              help="Custom shape: contacts of the largest tenant.")
+@click.option("--seed", "seed_value", type=int, default=42, show_default=True, help="Random seed.")
+@click.option("--replace", is_flag=True, help="Remove another generated dataset first (generated rows only).")
+@click.option("--jobs", type=click.IntRange(1, 16), default=None, help="Parallel streams (default: cores, max 4).")
+@click.option("--validate", is_flag=True, help="Keep the custom-field validation trigger on (slower).")
+def seed_cmd(dsn: str | None, scale: str, tenants: int | None, contacts: int | None, seed_value: int,
+             replace: bool, jobs: int | None, validate: bool) -> None:
+    """Load deterministic CRM data at a scale: tenants, users, contacts, leads, activities.
+
+    Builds the schema first if needed. Re-running a loaded scale does nothing; an interrupted run
+    (Ctrl-C, a killed server) is finished by running the same command again. Big scales belong in a
+    database of their own (--dsn), so the course database stays small.
+
+    Example: labhelpers seed --scale large --dsn postgresql://postgres:postgres_password@127.0.0.1:54329/bench_large
+    """
+    from . import datagen
+
+    try:
+        with datagen.rich_progress() as bar:
+            result = datagen.seed(dsn, scale=scale, tenants=tenants, contacts=contacts, seed=seed_value,
+                                  replace=replace, jobs=jobs, validate=validate, on_progress=bar)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the run is recorded as incomplete; run the same command again to finish it",
+                   err=True)
+        sys.exit(130)
+    click.echo(result.summary())
+    st = result.stats
+    if result.action != "unchanged" and st.get("seconds"):
+        secs = ", ".join(f"{k} {v:.1f} s" for k, v in st["seconds"].items())
+        click.echo(f"  {secs}; load {st.get('load_rows_per_s') or 0:,} rows/s, {st.get('load_mb_per_s')} MB/s "
+                   f"with {st.get('jobs')} streams")
+
+
+@cli.command("bench")
+@dsn_option
+@click.option("--scale", default=None, type=click.Choice(["tiny", "small", "medium", "large", "xl"]),
+              help="The dataset expected (seeded first if the database has none). Default: what is loaded.")
+@click.option("--repeat", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="Timed runs per query and tenant, after the warm-up.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where results.json, report.md and the pictures go (default runs/bench/<scale>).")
+@click.option("--no-variants", is_flag=True, help="Skip RLS overhead, policy variants and LEAKPROOF comparisons.")
+def bench_cmd(dsn: str | None, scale: str | None, repeat: int, out_dir: Path | None, no_variants: bool) -> None:
+    """Time the lesson's benchmark queries as app_user under RLS, against the lesson's targets.
+
+    For the largest and the smallest tenant: Tests 1-3 and Scenario 2 verbatim and tuned, the tenant
+    switch; p50/p95/p99 after a warm-up; pass when p95 is within target. Exit code 1 if a query the
+    success criterion counts misses its target.
+
+    Example: labhelpers bench --scale large --repeat 200 --dsn postgresql://postgres:postgres_password@127.0.0.1:54329/bench_large
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from . import bench
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("bench", total=None)
+        results = bench.run_bench(dsn, scale=scale, repeat=repeat, out_dir=out_dir, variants=not no_variants,
+                                  on_progress=lambda _t, done, total: progress.update(task, completed=done,
+                                                                                      total=total))
+    console = Console(highlight=False)
+    console.print(bench.summary_table(results))
+    out = Path(out_dir) if out_dir else bench.DEFAULT_OUT / results["scale"]
+    console.print(f"results: {out / 'results.json'}, {out / 'report.md'}")
+    if any(r.get("criterion") and r.get("passed") is False for r in results["benchmarks"]):
+        sys.exit(1)
 
 
 def _parse_value(text: str) -> Any:

@@ -62,3 +62,45 @@ def fresh_dsn(server_dsn: str) -> Iterator[str]:
     dsn = new_database(server_dsn)
     yield dsn
     db.drop_database(server_dsn, db.dbname_of(dsn))
+
+
+# --------------------------------------------------------------------------------------------------
+# A built database: the whole schema and seed data, built once per session, copied per test
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def built_template(server_dsn: str) -> Iterator[str]:
+    """Name of a template database holding every stage (01..05) and the seed data, built once per session.
+
+    Copy it with `new_database(server_dsn, template=...)`; never connect to it while a copy is made
+    (CREATE DATABASE ... TEMPLATE needs it idle).
+    """
+    from labhelpers import stages
+
+    name = f"tmpl_{uuid.uuid4().hex[:12]}"
+    db.create_database(server_dsn, name)
+    try:
+        with psycopg.connect(db.with_dbname(server_dsn, name), autocommit=True) as conn:
+            stages.build(conn)
+    except BaseException:
+        db.drop_database(server_dsn, name)
+        raise
+    yield name
+    db.drop_database(server_dsn, name)
+
+
+@pytest.fixture
+def built_dsn(server_dsn: str, built_template: str) -> Iterator[str]:
+    """Admin DSN of a fresh copy of the built database (schema + seed), dropped after the test."""
+    dsn = new_database(server_dsn, template=built_template)
+    yield dsn
+    db.drop_database(server_dsn, db.dbname_of(dsn))
+
+
+@pytest.fixture(scope="module")
+def shared_built_dsn(server_dsn: str, built_template: str) -> Iterator[str]:
+    """Like `built_dsn`, one copy per test module: for tests that read, or roll back what they write."""
+    dsn = new_database(server_dsn, template=built_template)
+    yield dsn
+    db.drop_database(server_dsn, db.dbname_of(dsn))

@@ -1,0 +1,154 @@
+"""Tenant context: who the policies think we are.
+
+The policies read ``app.current_tenant`` (and ``app.current_user_id`` for role-based rules). Two ways to
+set them, and the difference matters behind a connection pool (PITFALLS 7):
+
+- ``use_tenant(conn, t)``: for the whole session, like the lesson's ``SET app.current_tenant``. Fine on a
+  connection you own (a notebook); behind a pool the next client inherits it.
+- ``with tenant(conn, t):``: for one transaction only (``set_config(..., true)``); when it ends the
+  setting reads ``''`` again, which the policies treat as "no tenant": zero rows. Pool-safe.
+
+Values are always bound as parameters through ``set_config`` (``SET`` cannot take one, PITFALLS 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import pq
+
+from .errors import LabError
+
+__all__ = ["Tenant", "current_tenant", "demonstrate_pool_leak", "find_tenant", "tenant", "use_tenant"]
+
+log = logging.getLogger("labhelpers")
+
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A row of ``tenants``: its id, slug and name."""
+
+    id: uuid.UUID
+    slug: str
+    name: str
+
+
+def find_tenant(conn: psycopg.Connection, t: str | uuid.UUID | Tenant) -> Tenant:
+    """Look a tenant up by slug or UUID.
+
+    Works as the administrator and as an application role: under RLS an app role cannot read other
+    tenants' rows, so the lookup goes through ``lab_find_tenant()`` (SECURITY DEFINER, created by the
+    RLS stage), the way a login page resolves a subdomain. Raise LabError if there is no such tenant.
+    """
+    if isinstance(t, Tenant):
+        return t
+    key = str(t).strip()
+    has_lookup = conn.execute("SELECT to_regprocedure('lab_find_tenant(text)') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+    query = (
+        "SELECT id, slug, name FROM lab_find_tenant(%(k)s)"
+        if has_lookup
+        else "SELECT id, slug, name FROM tenants WHERE slug = %(k)s OR id::text = lower(%(k)s)"
+    )
+    try:
+        row = conn.execute(query, {"k": key}).fetchone()
+    except psycopg.errors.UndefinedTable:
+        raise LabError("there is no tenants table yet: build the schema first (`labhelpers build`)") from None
+    if row is None:
+        raise LabError(f"unknown tenant {key!r}: give a slug or UUID from the tenants table")
+    return Tenant(*row)
+
+
+def _user_id(conn: psycopg.Connection, user: str | uuid.UUID | None) -> str:
+    if user is None:
+        return ""
+    try:
+        return str(uuid.UUID(str(user)))
+    except ValueError:
+        pass
+    row = conn.execute("SELECT id FROM tenant_users WHERE email = %s", (str(user),)).fetchone()
+    if row is None:
+        raise LabError(f"unknown user {user!r} in this tenant")
+    return str(row[0])
+
+
+def _set(conn: psycopg.Connection, t: Tenant, user: str | uuid.UUID | None, *, local: bool) -> None:
+    conn.execute("SELECT set_config('app.current_tenant', %s, %s)", (str(t.id), local))
+    try:
+        # Resolved after the tenant is set, so an e-mail is looked up inside this tenant only.
+        user_id = _user_id(conn, user)
+    except LabError:
+        conn.execute("SELECT set_config('app.current_tenant', '', %s)", (local,))  # no half-switch
+        raise
+    conn.execute("SELECT set_config('app.current_user_id', %s, %s)", (user_id, local))
+
+
+def use_tenant(
+    conn: psycopg.Connection, t: str | uuid.UUID | Tenant, *, user: str | uuid.UUID | None = None
+) -> Tenant:
+    """Set the tenant (and optionally the acting user, by id or e-mail) for the rest of the session.
+
+    Not pool-safe: use ``with tenant(...)`` for connections that are shared. Returns the tenant.
+    Raise LabError if the tenant or user is unknown.
+    """
+    if conn.info.transaction_status == pq.TransactionStatus.IDLE and not conn.autocommit:
+        # Commit the setting at once: a later rollback must not silently undo it.
+        with conn.transaction():
+            found = find_tenant(conn, t)
+            _set(conn, found, user, local=False)
+    else:
+        found = find_tenant(conn, t)
+        _set(conn, found, user, local=False)
+    log.info("session tenant: %s", found.slug)
+    return found
+
+
+@contextmanager
+def tenant(
+    conn: psycopg.Connection, t: str | uuid.UUID | Tenant, *, user: str | uuid.UUID | None = None
+) -> Iterator[Tenant]:
+    """Run the block in one transaction with the tenant set for that transaction only (pool-safe).
+
+    Raise LabError if the tenant or user is unknown.
+    """
+    with conn.transaction():
+        found = find_tenant(conn, t)
+        _set(conn, found, user, local=True)
+        yield found
+
+
+def current_tenant(conn: psycopg.Connection) -> str | None:
+    """The tenant the policies see right now (a UUID string), or None when unset or empty."""
+    value = conn.execute("SELECT current_setting('app.current_tenant', true)").fetchone()[0]  # type: ignore[index]
+    return value or None
+
+
+def demonstrate_pool_leak(dsn: str, t: str | uuid.UUID | Tenant, *, table: str = "contacts") -> dict[str, int]:
+    """Show why session-level tenant context leaks behind a pool, and that the transaction-scoped one does not.
+
+    ``dsn`` must log in as an application role (RLS applies). With a pool of one connection, client A
+    sets the tenant for the session and returns the connection; client B, who set nothing, then
+    counts rows. Returns the counts client B saw in each case: ``{"session_set": n, "transaction_set": 0}``.
+    """
+    from psycopg import sql
+    from psycopg_pool import ConnectionPool
+
+    count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+    seen: dict[str, int] = {}
+    for mode in ("session_set", "transaction_set"):
+        # reset=None: like most pools (and PgBouncer in transaction mode), nothing cleans sessions up.
+        with ConnectionPool(dsn, min_size=1, max_size=1, open=True, kwargs={"autocommit": True}) as pool:
+            with pool.connection() as client_a:
+                if mode == "session_set":
+                    use_tenant(client_a, t)
+                else:
+                    with tenant(client_a, t):
+                        client_a.execute(count)
+            with pool.connection() as client_b:
+                seen[mode] = client_b.execute(count).fetchone()[0]  # type: ignore[index]
+    return seen
