@@ -1,0 +1,871 @@
+"""The lesson's success criteria as functions over a live database, each returning a result with evidence.
+
+Every criterion that is about what a tenant sees is measured as ``app_user`` (a real login: not
+superuser, no BYPASSRLS, owns nothing) with a tenant set, never as the administrator, who sees through
+row-level security (PITFALLS 1-2). Nothing is hard-coded: tenant tables and partitions are read from
+the catalog, so a table or partition added later is checked too.
+
+====  ==========================  ================================================================
+ #    name                        what passes
+====  ==========================  ================================================================
+ 1    ``rls``                     every tenant table and partition: RLS enabled AND forced; permissive
+                                  policies pin the tenant (fail closed) for every command, WITH CHECK
+                                  on writes, no permissive ``true``; app roles not superuser, no
+                                  BYPASSRLS, own nothing
+ 2    ``jsonb_indexes``           the lesson's JSONB queries use a custom-field index as app_user
+ 3    ``partition_pruning``       the January 2024 activity queries scan only January 2024 partitions
+ 4    ``zero_leakage``            per tenant, no row of another tenant on any table or partition; unset
+                                  or empty context sees nothing
+ 5    ``custom_fields``           100+ custom fields per entity, per tenant, from the registry
+ 6    ``benchmarks``              p95 of the latest `labhelpers bench` run within the lesson's targets
+ 7    ``citus_ready``             every tenant table's PK, unique keys and FKs include the tenant key
+====  ==========================  ================================================================
+
+``run_checks(dsn)`` runs all of them; each ``check_*`` function can be called alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from . import db
+from .errors import LabError
+
+__all__ = [
+    "CRITERIA",
+    "CheckResult",
+    "TenantTable",
+    "app_role_facts",
+    "check_benchmarks",
+    "check_citus_ready",
+    "check_custom_fields",
+    "check_jsonb_indexes",
+    "check_partition_pruning",
+    "check_rls",
+    "check_zero_leakage",
+    "run_checks",
+    "tenant_tables",
+]
+
+log = logging.getLogger("labhelpers")
+
+CRITERIA = {
+    "rls": "All tables implement proper RLS policies",
+    "jsonb_indexes": "JSONB queries use appropriate GIN indexes",
+    "partition_pruning": "Partition pruning eliminates irrelevant partitions",
+    "zero_leakage": "Zero data leakage between tenants",
+    "custom_fields": "Schema supports 100+ custom fields per entity",
+    "benchmarks": "Benchmark queries meet performance targets",
+    "citus_ready": "Keys carry the tenant (ready to distribute by tenant_id on Citus)",
+}
+"""Check name -> the success criterion it measures (the lesson's words)."""
+
+APP_ROLE = "app_user"
+MIN_CUSTOM_FIELDS = 100
+TENANT_SETTING = "app.current_tenant"
+# The lesson's queries. Test 1 binds the tenant; the RLS policy adds the same predicate anyway.
+JSONB_QUERIES = {
+    "Test 1 (contact search)": (
+        "SELECT * FROM contacts WHERE tenant_id = %(tenant)s AND custom_fields @> '{\"industry\": \"tech\"}' LIMIT 20"
+    ),
+    "Scenario 2 (custom fields)": (
+        "SELECT COUNT(*) FROM contacts WHERE custom_fields @> '{\"status\": \"active\", \"priority\": \"high\"}'"
+    ),
+}
+JSONB_TABLE = "contacts"
+PRUNING_QUERIES = {
+    "Step 4 (January 2024)": (
+        "SELECT * FROM activities WHERE created_at >= '2024-01-01' AND created_at < '2024-02-01'",
+        ("2024-01-01", "2024-02-01"),
+    ),
+    "Scenario 3 (January 2024)": (
+        "SELECT COUNT(*) FROM activities WHERE created_at BETWEEN '2024-01-01' AND '2024-01-31'",
+        ("2024-01-01", "2024-01-31 00:00:00.000001"),
+    ),
+}
+PRUNING_TABLE = "activities"
+ENTITY_OF_TABLE = {"contacts": "contact", "leads": "lead", "activities": "activity"}
+# Tables that Citus would make reference tables (replicated to every node): no tenant key needed.
+REFERENCE_TABLES = ("tenants",)
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one success criterion.
+
+    :param name: short key (``rls``, ``zero_leakage``...), see `CRITERIA`.
+    :param passed: True, False, or None when the check was skipped (``summary`` says why).
+    :param summary: one line for the table `labhelpers check` prints.
+    :param evidence: what was measured: DataFrames (catalog rows, counts), plans, numbers.
+    """
+
+    name: str
+    passed: bool | None
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def criterion(self) -> str:
+        """The lesson's wording of the criterion."""
+        return CRITERIA.get(self.name, self.name)
+
+    @property
+    def status(self) -> str:
+        """``PASS``, ``FAIL`` or ``SKIP``."""
+        return "SKIP" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: DataFrames become lists of records, plans their summary text."""
+        return {
+            "name": self.name,
+            "criterion": self.criterion,
+            "status": self.status,
+            "passed": self.passed,
+            "summary": self.summary,
+            "evidence": {k: _jsonable(v) for k, v in self.evidence.items()},
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    from .explain import Plan
+
+    if isinstance(value, pd.DataFrame):
+        frame = value.reset_index() if not isinstance(value.index, pd.RangeIndex) else value
+        frame = frame.astype(object).where(frame.notna(), None)
+        return [{str(k): _jsonable(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    if isinstance(value, Plan):
+        return {"query": value.query, "summary": value.summary(), "indexes_used": value.indexes_used}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The catalog: which tables hold tenant data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TenantTable:
+    """A table (or partition) holding tenant rows.
+
+    :param name: the table's name as ``regclass`` prints it.
+    :param tenant_column: the column naming the tenant (``tenant_id``; ``id`` for ``tenants``).
+    :param kind: ``table``, ``partitioned`` (a parent) or ``partition`` (a partition, leaf or not).
+    :param parent: the partition's direct parent, else None.
+    :param leaf: True when the rows live in it (not partitioned itself).
+    """
+
+    name: str
+    tenant_column: str
+    kind: str
+    parent: str | None = None
+    leaf: bool = True
+
+
+def tenant_tables(conn: psycopg.Connection[Any], *, partitions: bool = True) -> list[TenantTable]:
+    """Every table of the current schema that holds tenant rows: a ``tenant_id`` column, or ``tenants``.
+
+    Read from the catalog, so tables and partitions created later are included.
+    :param partitions: include partitions (at every level), not only top-level tables.
+    Returns tables first (in name order), then partitions (in name order).
+    """
+    rows = conn.execute(
+        """
+        SELECT c.oid::regclass::text,
+               CASE WHEN c.oid = to_regclass('tenants') THEN 'id' ELSE 'tenant_id' END,
+               CASE WHEN c.relispartition THEN 'partition' WHEN c.relkind = 'p' THEN 'partitioned' ELSE 'table' END,
+               (SELECT i.inhparent::regclass::text FROM pg_inherits AS i WHERE i.inhrelid = c.oid),
+               c.relkind = 'r'
+          FROM pg_class AS c
+         WHERE c.relnamespace = current_schema()::regnamespace
+           AND c.relkind IN ('r', 'p')
+           AND (c.oid = to_regclass('tenants')
+                OR EXISTS (SELECT 1 FROM pg_attribute AS a
+                            WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped))
+         ORDER BY c.relispartition, c.relname
+        """
+    ).fetchall()
+    found = [TenantTable(name, col, kind, parent, leaf) for name, col, kind, parent, leaf in rows]
+    return [t for t in found if partitions or t.kind != "partition"]
+
+
+def app_role_facts(conn: psycopg.Connection[Any], roles: Sequence[str] = db.APP_ROLES) -> pd.DataFrame:
+    """For each existing application role: superuser? BYPASSRLS? how many objects of this database it owns,
+    and whether it is a member of a role that owns a tenant table (which would let it act as the owner).
+
+    Returns a DataFrame indexed by role.
+    """
+    rows = conn.execute(
+        """
+        SELECT r.rolname AS role, r.rolsuper AS superuser, r.rolbypassrls AS bypassrls, r.rolcanlogin AS login,
+               (SELECT count(*) FROM pg_class AS c WHERE c.relowner = r.oid)
+               + (SELECT count(*) FROM pg_proc AS p WHERE p.proowner = r.oid)
+               + (SELECT count(*) FROM pg_namespace AS n WHERE n.nspowner = r.oid) AS owns,
+               EXISTS (SELECT 1 FROM pg_class AS c
+                        WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+                          AND pg_has_role(r.oid, c.relowner, 'USAGE')) AS acts_as_owner
+          FROM pg_roles AS r
+         WHERE r.rolname = ANY(%s)
+         ORDER BY r.rolname
+        """,
+        (list(roles),),
+    ).fetchall()
+    return pd.DataFrame(
+        rows, columns=["role", "superuser", "bypassrls", "login", "owns", "acts_as_owner"]
+    ).set_index("role")
+
+
+# --------------------------------------------------------------------------------------------------
+# Connections
+# --------------------------------------------------------------------------------------------------
+
+
+def _admin_conninfo(conn: psycopg.Connection[Any]) -> str:
+    """Server and database of ``conn`` (its password is not readable back: role logins use the lab's)."""
+    return conn.info.dsn
+
+
+@contextmanager
+def _app_connection(admin: psycopg.Connection[Any], role: str = APP_ROLE) -> Iterator[psycopg.Connection[Any]]:
+    exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    if not exists:
+        raise LabError(f"role {role} does not exist yet: build the RLS stage first (`labhelpers build --through 02`)")
+    dsn = db.role_dsn(_admin_conninfo(admin), role)
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as e:
+        raise LabError(f"cannot log in as {role}: {str(e).strip().splitlines()[-1]}") from None
+    try:
+        conn.execute("SET TimeZone = 'UTC'")  # partitions are UTC months; the lesson's dates are UTC days
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _in_tenant(conn: psycopg.Connection[Any], tenant_id: str | None) -> Iterator[None]:
+    """One transaction, rolled back, with the tenant set transaction-locally ('' when None)."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant_id or ""))
+        yield
+
+
+def _tenant_ids(admin: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    """(id, slug) of every tenant, read by the administrator."""
+    try:
+        with admin.transaction():
+            rows = admin.execute("SELECT id::text, slug FROM tenants ORDER BY slug").fetchall()
+    except psycopg.errors.UndefinedTable:
+        raise LabError("there is no tenants table yet: build the schema first (`labhelpers build`)") from None
+    return [(str(i), str(s)) for i, s in rows]
+
+
+def _am_app_role(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert row is not None
+    return {"current_user": row[0], "superuser": row[1], "bypassrls": row[2]}
+
+
+def _refuse_privileged(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    facts = _am_app_role(conn)
+    if facts["superuser"] or facts["bypassrls"]:
+        raise LabError(
+            f"{facts['current_user']} is a superuser or has BYPASSRLS: an isolation check run as it proves nothing"
+        )
+    return facts
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. RLS on every tenant table and partition
+# --------------------------------------------------------------------------------------------------
+
+_SETTING_READ = re.compile(r"current_setting\('app\.current_tenant'(::text)?,\s*true\)")
+_COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+def _pins_tenant(expr: str | None, column: str) -> bool:
+    """True if a policy expression compares the tenant column with the fail-closed setting read."""
+    if not expr:
+        return False
+    return bool(_SETTING_READ.search(expr)) and "NULLIF" in expr and re.search(rf"\b{re.escape(column)}\b", expr) is not None
+
+
+def check_rls(admin: psycopg.Connection[Any]) -> CheckResult:
+    """Criterion 1: every tenant table and partition has RLS enabled and forced, policies that pin the
+    tenant for every command (fail closed), WITH CHECK on writes, no permissive ``true``; the app roles are
+    neither superuser nor BYPASSRLS and own nothing.
+
+    :param admin: a connection to the lab database (catalog reads only).
+    Returns the result; evidence ``tables`` (one row per table/partition), ``policies``, ``roles``.
+    """
+    tables = tenant_tables(admin)
+    if not tables:
+        return CheckResult("rls", False, "no tenant tables found: build the schema first")
+    names = [t.name for t in tables]
+    flags = dict(
+        (r[0], (r[1], r[2]))
+        for r in admin.execute(
+            "SELECT oid::regclass::text, relrowsecurity, relforcerowsecurity FROM pg_class "
+            "WHERE oid = ANY(%s::regclass[])",
+            (names,),
+        ).fetchall()
+    )
+    pol_rows = admin.execute(
+        """
+        SELECT p.polrelid::regclass::text, p.polname::text, p.polpermissive,
+               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+               pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid),
+               ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END FROM unnest(p.polroles) AS r)
+          FROM pg_policy AS p
+         WHERE p.polrelid = ANY(%s::regclass[])
+         ORDER BY 1, 2
+        """,
+        (names,),
+    ).fetchall()
+    policies = pd.DataFrame(
+        pol_rows, columns=["table", "policy", "permissive", "command", "using", "with_check", "roles"]
+    )
+    rows = []
+    for t in tables:
+        enabled, forced = flags.get(t.name, (False, False))
+        mine = policies[policies["table"] == t.name]
+        permissive = mine[mine["permissive"]]
+        problems: list[str] = []
+        if not enabled:
+            problems.append("RLS not enabled")
+        if not forced:
+            problems.append("RLS not forced")
+        for cmd in _COMMANDS:
+            cover = permissive[permissive["command"].isin([cmd, "ALL"])]
+            if cover.empty:
+                problems.append(f"no permissive policy for {cmd}")
+        for _, p in permissive.iterrows():
+            using, check = p["using"], p["with_check"]
+            if p["command"] in ("SELECT", "UPDATE", "DELETE", "ALL") and not _pins_tenant(using, t.tenant_column):
+                problems.append(f"permissive {p['policy']} USING ({using}) does not pin the tenant")
+            if p["command"] in ("INSERT", "UPDATE", "ALL"):
+                if check is None:
+                    problems.append(f"permissive {p['policy']} has no WITH CHECK")
+                elif not _pins_tenant(check, t.tenant_column):
+                    problems.append(f"permissive {p['policy']} WITH CHECK ({check}) does not pin the tenant")
+        rows.append(
+            {"table": t.name, "kind": t.kind, "rls_enabled": enabled, "rls_forced": forced,
+             "policies": len(mine), "permissive": len(permissive), "problems": "; ".join(problems)}
+        )
+    frame = pd.DataFrame(rows)
+    roles = app_role_facts(admin)
+    role_problems = [
+        f"{role}: {what}"
+        for role, r in roles.iterrows()
+        for what, bad in (("superuser", r["superuser"]), ("BYPASSRLS", r["bypassrls"]),
+                          (f"owns {r['owns']} objects", r["owns"] > 0), ("can act as a table owner", r["acts_as_owner"]))
+        if bad
+    ]
+    if APP_ROLE not in roles.index:
+        role_problems.append(f"{APP_ROLE} does not exist")
+    bad = frame[frame["problems"] != ""]
+    passed = bad.empty and not role_problems
+    n_parts = int((frame["kind"] == "partition").sum())
+    if passed:
+        summary = (f"{len(frame) - n_parts} tables and {n_parts} partitions: RLS enabled+forced, "
+                   f"fail-closed tenant policies with WITH CHECK; app roles unprivileged")
+    else:
+        first = [f"{r['table']}: {r['problems']}" for _, r in bad.head(3).iterrows()] + role_problems[:2]
+        summary = f"{len(bad)} of {len(frame)} tables/partitions wrong; " + " | ".join(first)
+    return CheckResult("rls", passed, summary, {"tables": frame, "policies": policies, "roles": roles})
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. JSONB queries use the custom-field index, under RLS, as app_user
+# --------------------------------------------------------------------------------------------------
+
+
+def custom_field_indexes(conn: psycopg.Connection[Any], table: str = JSONB_TABLE) -> pd.DataFrame:
+    """Indexes of ``table`` (and its partitions) that serve custom-field queries: defined on ``custom_fields``
+    (GIN, or an expression on it) or on a generated column computed from it.
+
+    Returns a DataFrame: index, method, definition.
+    """
+    rows = conn.execute(
+        """
+        SELECT i.indexrelid::regclass::text, am.amname, pg_get_indexdef(i.indexrelid)
+          FROM pg_index AS i
+          JOIN pg_class AS ic ON ic.oid = i.indexrelid
+          JOIN pg_am AS am ON am.oid = ic.relam
+         WHERE i.indrelid IN (SELECT %(t)s::regclass UNION SELECT relid FROM pg_partition_tree(%(t)s::regclass))
+           AND (pg_get_indexdef(i.indexrelid) ~ '\\mcustom_fields\\M'
+                OR EXISTS (SELECT 1 FROM pg_attribute AS a
+                            WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                              AND a.attgenerated <> ''
+                              AND pg_get_expr((SELECT d.adbin FROM pg_attrdef AS d
+                                                WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum),
+                                              a.attrelid) ~ '\\mcustom_fields\\M'))
+         ORDER BY 1
+        """,
+        {"t": table},
+    ).fetchall()
+    return pd.DataFrame(rows, columns=["index", "method", "definition"])
+
+
+def _generated_custom_columns(conn: psycopg.Connection[Any], table: str) -> list[str]:
+    """Stored generated columns of ``table`` computed from ``custom_fields`` (04's ``cf_*`` columns)."""
+    rows = conn.execute(
+        """
+        SELECT a.attname::text FROM pg_attribute AS a JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE a.attrelid = %s::regclass AND a.attgenerated <> '' AND NOT a.attisdropped
+           AND pg_get_expr(d.adbin, d.adrelid) ~ '\\mcustom_fields\\M'
+        """,
+        (table,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _custom_index_conditions(plan: Any, indexes: set[str], columns: Sequence[str]) -> list[str]:
+    """Custom-field indexes the plan uses WITH a custom-field index condition (not only for tenant_id)."""
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, ["custom_fields", *columns])) + r")\b")
+    found = []
+    for n in plan.node_list:
+        if n.index in indexes and pattern.search(str(n.raw.get("Index Cond") or "")):
+            found.append(n.index)
+    return list(dict.fromkeys(found))
+
+
+def check_jsonb_indexes(admin: psycopg.Connection[Any], *, tenant: str | None = None) -> CheckResult:
+    """Criterion 2: the lesson's JSONB queries (Test 1, Scenario 2) use a custom-field index for their
+    custom-field predicate, as app_user with a tenant set: under RLS, where a non-LEAKPROOF operator such
+    as ``@>`` cannot become an index condition (PITFALLS 11; sql/04 marks ``jsonb_contains`` LEAKPROOF).
+
+    Each query is explained as the planner chooses; when it prefers another plan (small tables: the
+    tenant's btree plus a filter is cheaper), it is explained again with sequential and plain index scans
+    disabled, which shows whether the custom-field index is *usable* under RLS: it is not if ``@>``
+    stays a filter. Passes when one of the two plans has an index condition on the custom field, or
+    (the two bitmap plans cost nearly the same on small tables) when a GIN index on custom_fields
+    exists and ``@>`` is LEAKPROOF, so the planner may use it for app_user.
+    :param admin: a connection to the lab database.
+    :param tenant: tenant id whose context is used (default: the first tenant by slug).
+    Returns the result; evidence: the indexes considered, and each query's plan(s).
+    """
+    from .explain import explain
+
+    idx = custom_field_indexes(admin)
+    if idx.empty:
+        return CheckResult("jsonb_indexes", False, f"no index on {JSONB_TABLE}.custom_fields (or a column derived from it)",
+                           {"indexes": idx})
+    tenant_id = tenant or _first_tenant(admin)
+    names = set(idx["index"])
+    columns = _generated_custom_columns(admin, JSONB_TABLE)
+    gin = sorted(idx[idx["method"] == "gin"]["index"])
+    leakproof = bool(admin.execute(
+        """SELECT p.proleakproof FROM pg_operator AS o JOIN pg_proc AS p ON p.oid = o.oprcode
+            WHERE o.oprname = '@>' AND o.oprleft = 'jsonb'::regtype AND o.oprright = 'jsonb'::regtype"""
+    ).fetchone()[0])  # type: ignore[index]
+    evidence: dict[str, Any] = {"indexes": idx, "tenant": tenant_id, "jsonb_contains_leakproof": leakproof}
+    verdicts = []
+    with _app_connection(admin) as app:
+        evidence["role"] = _refuse_privileged(app)
+        for label, query in JSONB_QUERIES.items():
+            params = {"tenant": tenant_id} if "%(tenant)s" in query else None
+            with _in_tenant(app, tenant_id):
+                plan = explain(app, query, params)
+            evidence[label] = plan
+            used = _custom_index_conditions(plan, names, columns)
+            if used:
+                verdicts.append((label, True, f"uses {', '.join(used)}"))
+                continue
+            chosen = ", ".join(plan.indexes_used) or "a Seq Scan"
+            with _in_tenant(app, tenant_id):
+                app.execute("SET LOCAL enable_seqscan = off")
+                app.execute("SET LOCAL enable_indexscan = off")
+                app.execute("SET LOCAL enable_indexonlyscan = off")
+                forced = explain(app, query, params)
+            evidence[f"{label} (seq and index scans disabled)"] = forced
+            used = _custom_index_conditions(forced, names, columns)
+            if used:
+                verdicts.append((label, True, f"planner prefers {chosen} at this size; {', '.join(used)} usable under RLS"))
+            elif gin and leakproof:
+                # The costs of the two bitmap plans are close at small sizes; the catalog decides.
+                verdicts.append((label, True, f"planner prefers {chosen} at this size; GIN {', '.join(gin)} usable "
+                                              f"under RLS (@> is LEAKPROOF)"))
+            else:
+                why = "no GIN index on custom_fields" if not gin else "@> (jsonb_contains) is not LEAKPROOF"
+                verdicts.append((label, False, f"custom-field predicate is a Filter, never an index condition "
+                                               f"({chosen}; {why})"))
+    passed = all(ok for _, ok, _ in verdicts)
+    summary = "; ".join(f"{label}: {how}" for label, _, how in verdicts)
+    return CheckResult("jsonb_indexes", passed, summary + " (as app_user)", evidence)
+
+
+def _first_tenant(admin: psycopg.Connection[Any]) -> str:
+    tenants = _tenant_ids(admin)
+    if not tenants:
+        raise LabError("no tenants: load the seed data first (`labhelpers build`)")
+    return tenants[0][0]
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Partition pruning
+# --------------------------------------------------------------------------------------------------
+
+
+def _leaf_ranges(conn: psycopg.Connection[Any], table: str) -> pd.DataFrame:
+    """Every leaf partition of ``table`` with the range [lo, hi) of its RANGE-partitioned ancestor level."""
+    rows = conn.execute(
+        """
+        WITH tree AS (
+            SELECT t.relid, t.isleaf, pg_get_expr(c.relpartbound, c.oid) AS bound
+              FROM pg_partition_tree(%(t)s::regclass) AS t JOIN pg_class AS c ON c.oid = t.relid
+        )
+        SELECT leaf.relid::regclass::text,
+               (SELECT substring(a.bound FROM $$FROM \\('([^']+)'\\)$$)::timestamptz
+                  FROM pg_partition_ancestors(leaf.relid) AS anc JOIN tree AS a ON a.relid = anc.relid
+                 WHERE a.bound LIKE 'FOR VALUES FROM%%' LIMIT 1),
+               (SELECT substring(a.bound FROM $$TO \\('([^']+)'\\)$$)::timestamptz
+                  FROM pg_partition_ancestors(leaf.relid) AS anc JOIN tree AS a ON a.relid = anc.relid
+                 WHERE a.bound LIKE 'FOR VALUES FROM%%' LIMIT 1)
+          FROM tree AS leaf
+         WHERE leaf.isleaf
+         ORDER BY 1
+        """,
+        {"t": table},
+    ).fetchall()
+    return pd.DataFrame(rows, columns=["partition", "lo", "hi"])
+
+
+def check_partition_pruning(admin: psycopg.Connection[Any], *, tenant: str | None = None) -> CheckResult:
+    """Criterion 3: the lesson's Step 4 and Scenario 3 queries for January 2024 scan only partitions whose
+    range overlaps January 2024 (read from EXPLAIN JSON via `labhelpers.explain`), as app_user in a tenant.
+
+    :param admin: a connection to the lab database.
+    :param tenant: tenant id whose context is used (default: the first tenant by slug).
+    Returns the result; evidence: each query's plan and its per-partition pruning table.
+    """
+    from .explain import explain
+
+    kind = admin.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (PRUNING_TABLE,)).fetchone()
+    if kind is None or kind[0] != "p":
+        return CheckResult("partition_pruning", False, f"{PRUNING_TABLE} is not partitioned (run sql/05-partitioning.sql)")
+    ranges = _leaf_ranges(admin, PRUNING_TABLE)
+    tenant_id = tenant or _first_tenant(admin)
+    evidence: dict[str, Any] = {"tenant": tenant_id, "leaves": ranges}
+    verdicts = []
+    with _app_connection(admin) as app:
+        evidence["role"] = _refuse_privileged(app)
+        for label, (query, (lo, hi)) in PRUNING_QUERIES.items():
+            lo_t, hi_t = pd.Timestamp(lo, tz="UTC"), pd.Timestamp(hi, tz="UTC")
+            relevant = set(
+                ranges[(ranges["lo"].notna()) & (ranges["lo"] < hi_t) & (ranges["hi"] > lo_t)]["partition"]
+            )
+            with _in_tenant(app, tenant_id):
+                plan = explain(app, query)
+            parts = plan.partitions({PRUNING_TABLE: list(ranges["partition"])})
+            touched = set(parts[parts["status"].isin(["scanned", "in plan (not executed)"])]["partition"])
+            pruned = parts[parts["status"].str.startswith("pruned")]
+            outside = sorted(touched - relevant)
+            ok = not outside and len(pruned) > 0 and bool(relevant)
+            evidence[label] = plan
+            evidence[f"{label}: partitions"] = parts
+            verdicts.append(
+                (label, ok, f"scanned {len(touched)} (all in range)" if not outside
+                 else f"scanned {len(outside)} outside the range, e.g. {outside[0]}")
+            )
+            verdicts[-1] = (label, ok, verdicts[-1][2] + f", pruned {len(pruned)} of {len(ranges)}")
+    passed = all(ok for _, ok, _ in verdicts)
+    return CheckResult("partition_pruning", passed, "; ".join(f"{label}: {how}" for label, _, how in verdicts), evidence)
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Zero leakage
+# --------------------------------------------------------------------------------------------------
+
+
+def check_zero_leakage(admin: psycopg.Connection[Any]) -> CheckResult:
+    """Criterion 4: as app_user, for each tenant's context, no table or partition shows a row of another
+    tenant; with the context unset or empty, nothing is visible at all.
+
+    A partition app_user has no privilege on counts as not leaking (it cannot be read directly).
+    :param admin: a connection to the lab database (used to list tenants and tables).
+    Returns the result; evidence ``counts``: one row per (context, table) with own rows, foreign rows.
+    """
+    tables = tenant_tables(admin)
+    tenants = _tenant_ids(admin)
+    if not tenants:
+        return CheckResult("zero_leakage", False, "no tenants to test with: load the seed data first")
+    contexts: list[tuple[str, str | None]] = [(slug, tid) for tid, slug in tenants] + [("(unset)", None), ("(empty)", "")]
+    rows = []
+    with _app_connection(admin) as app:
+        role = _refuse_privileged(app)
+        for label, tid in contexts:
+            for t in tables:
+                stmt = sql.SQL(
+                    "SELECT count(*) FILTER (WHERE {c}::text = %(t)s), count(*) FILTER (WHERE {c}::text IS DISTINCT FROM %(t)s) FROM {tbl}"
+                ).format(c=sql.Identifier(t.tenant_column), tbl=sql.SQL(t.name))
+                try:
+                    if label == "(unset)":
+                        # A truly unset setting needs a transaction where it was never set.
+                        with app.transaction(force_rollback=True):
+                            own, foreign = app.execute(stmt, {"t": tid or ""}).fetchone()  # type: ignore[misc]
+                    else:
+                        with _in_tenant(app, tid):
+                            own, foreign = app.execute(stmt, {"t": tid or ""}).fetchone()  # type: ignore[misc]
+                    access = "read"
+                except psycopg.errors.InsufficientPrivilege:
+                    own, foreign, access = 0, 0, "no privilege"
+                rows.append({"context": label, "table": t.name, "kind": t.kind, "access": access,
+                             "own_rows": own, "foreign_rows": foreign})
+    counts = pd.DataFrame(rows)
+    leaks = counts[(counts["foreign_rows"] > 0)]
+    unset_visible = counts[counts["context"].isin(["(unset)", "(empty)"]) & (counts["own_rows"] > 0)]
+    seen_own = int(counts[~counts["context"].isin(["(unset)", "(empty)"])]["own_rows"].sum())
+    passed = leaks.empty and unset_visible.empty and seen_own > 0
+    if passed:
+        summary = (f"{len(tenants)} tenant contexts + unset + empty x {len(tables)} tables/partitions: "
+                   f"0 foreign rows ({seen_own} own rows seen)")
+    elif seen_own == 0:
+        summary = "app_user saw no rows at all in any tenant context: nothing was really tested"
+    else:
+        bad = leaks.head(3)
+        summary = f"{int(leaks['foreign_rows'].sum())} foreign rows visible: " + ", ".join(
+            f"{r['context']} sees {r['foreign_rows']} in {r['table']}" for _, r in bad.iterrows())
+    return CheckResult("zero_leakage", passed, summary, {"counts": counts, "role": role})
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. 100+ custom fields per entity
+# --------------------------------------------------------------------------------------------------
+
+
+def check_custom_fields(admin: psycopg.Connection[Any], *, minimum: int = MIN_CUSTOM_FIELDS) -> CheckResult:
+    """Criterion 5: every tenant has at least ``minimum`` custom fields defined for every entity
+    (contacts, leads, activities), counted as app_user in that tenant from the registry
+    ``custom_field_definitions``.
+
+    Returns the result; evidence ``fields``: one row per tenant and entity with the count.
+    """
+    if admin.execute("SELECT to_regclass('custom_field_definitions')").fetchone()[0] is None:  # type: ignore[index]
+        return CheckResult("custom_fields", False, "no custom_field_definitions registry (run sql/03-jsonb-fields.sql)")
+    entities = [
+        ENTITY_OF_TABLE.get(t, t.rstrip("s"))
+        for (t,) in admin.execute(
+            """SELECT c.relname::text FROM pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid
+                WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+                  AND NOT c.relispartition AND a.attname = 'custom_fields' AND NOT a.attisdropped
+                ORDER BY 1"""
+        ).fetchall()
+    ]
+    tenants = _tenant_ids(admin)
+    if not tenants:
+        return CheckResult("custom_fields", False, "no tenants: load the seed data first")
+    rows = []
+    with _app_connection(admin) as app:
+        role = _refuse_privileged(app)
+        for tid, slug in tenants:
+            with _in_tenant(app, tid):
+                got = dict(app.execute(
+                    "SELECT entity, count(*) FROM custom_field_definitions GROUP BY entity").fetchall())
+            rows.extend({"tenant": slug, "entity": e, "fields": int(got.get(e, 0))} for e in entities)
+    fields = pd.DataFrame(rows, columns=["tenant", "entity", "fields"])
+    short = fields[fields["fields"] < minimum]
+    passed = short.empty and not fields.empty
+    if passed:
+        summary = (f"{len(tenants)} tenants x {len(entities)} entities: "
+                   f"{int(fields['fields'].min())}-{int(fields['fields'].max())} fields each (>= {minimum})")
+    else:
+        summary = f"{len(short)} tenant/entity pairs below {minimum}: " + ", ".join(
+            f"{r['tenant']}/{r['entity']} has {r['fields']}" for _, r in short.head(3).iterrows())
+    return CheckResult("custom_fields", passed, summary, {"fields": fields, "role": role})
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. Benchmarks
+# --------------------------------------------------------------------------------------------------
+
+
+def check_benchmarks(admin: psycopg.Connection[Any] | None = None) -> CheckResult:
+    """Criterion 6: the latest `labhelpers bench` results meet the lesson's targets (p95 <= target).
+
+    Skipped (passed None) when there are no results yet. Returns the result; evidence ``results``.
+    """
+    skip = CheckResult("benchmarks", None, "no benchmark results: run `labhelpers bench` first")
+    try:
+        from . import bench  # type: ignore[attr-defined]
+    except ImportError:
+        return skip
+    latest = getattr(bench, "latest_results", None)
+    if latest is None:
+        return skip
+    try:
+        results = latest()
+    except (LabError, FileNotFoundError) as e:
+        log.info("no benchmark results: %s", e)
+        return skip
+    frame = _bench_frame(results)
+    if frame is None or frame.empty:
+        return skip
+    over = frame[frame["p95_ms"] > frame["target_ms"]]
+    privileged = frame[frame["role"].notna() & (frame["role"] != APP_ROLE)]
+    if not privileged.empty:  # timings that bypass RLS say nothing about the course's queries (PITFALLS 1)
+        return CheckResult("benchmarks", False, f"{len(privileged)} benchmarks ran as {set(privileged['role'])}, "
+                           f"not {APP_ROLE}: rerun `labhelpers bench`", {"results": frame})
+    passed = over.empty
+    if passed:
+        summary = f"{len(frame)} benchmarks, every p95 within target: " + ", ".join(
+            f"{r['name']} {r['p95_ms']:.1f}/{r['target_ms']:.0f} ms" for _, r in frame.iterrows())
+    else:
+        summary = f"{len(over)} of {len(frame)} over target: " + ", ".join(
+            f"{r['name']} p95 {r['p95_ms']:.1f} ms > {r['target_ms']:.0f} ms" for _, r in over.iterrows())
+    return CheckResult("benchmarks", passed, summary, {"results": frame})
+
+
+def _bench_frame(results: Any) -> pd.DataFrame | None:
+    """Normalise what `bench.latest_results()` returns into name, p95_ms, target_ms rows."""
+    if results is None:
+        return None
+    if isinstance(results, pd.DataFrame):
+        frame = results.reset_index() if "name" not in results.columns else results
+        records = frame.to_dict(orient="records")
+    elif isinstance(results, dict):
+        records = [{"name": k, **(v if isinstance(v, dict) else _as_dict(v))} for k, v in results.items()]
+    else:
+        records = [_as_dict(r) for r in results]
+    rows = []
+    for r in records:
+        p95 = r.get("p95_ms", r.get("p95"))
+        target = r.get("target_ms", r.get("target"))
+        if p95 is None or target is None:
+            continue
+        rows.append({"name": str(r.get("name") or r.get("benchmark") or r.get("query") or "?"),
+                     "p95_ms": float(p95), "target_ms": float(target), "role": r.get("role")})
+    return pd.DataFrame(rows, columns=["name", "p95_ms", "target_ms", "role"])
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    return {k: getattr(obj, k) for k in dir(obj) if not k.startswith("_") and not callable(getattr(obj, k))}
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. Citus readiness
+# --------------------------------------------------------------------------------------------------
+
+
+def check_citus_ready(admin: psycopg.Connection[Any]) -> CheckResult:
+    """Criterion 7: every tenant table has a primary key, and its primary key, unique constraints, unique
+    indexes and foreign keys all include the tenant key (``tenants`` itself is a reference table).
+
+    Returns the result; evidence ``keys``: one row per key with its columns and verdict.
+    """
+    tables = [t for t in tenant_tables(admin, partitions=False) if t.name not in REFERENCE_TABLES]
+    if not tables:
+        return CheckResult("citus_ready", False, "no tenant tables found: build the schema first")
+    names = [t.name for t in tables]
+    keys = admin.execute(
+        """
+        SELECT c.conrelid::regclass::text AS "table", c.conname::text AS key,
+               CASE c.contype WHEN 'p' THEN 'primary key' WHEN 'u' THEN 'unique' WHEN 'f' THEN 'foreign key' END,
+               ARRAY(SELECT a.attname::text FROM unnest(c.conkey) AS k JOIN pg_attribute AS a
+                      ON a.attrelid = c.conrelid AND a.attnum = k) AS columns,
+               c.confrelid::regclass::text,
+               ARRAY(SELECT a.attname::text FROM unnest(c.confkey) AS k JOIN pg_attribute AS a
+                      ON a.attrelid = c.confrelid AND a.attnum = k) AS ref_columns
+          FROM pg_constraint AS c
+         WHERE c.conrelid = ANY(%(t)s::regclass[]) AND c.contype IN ('p', 'u', 'f')
+        UNION ALL
+        SELECT i.indrelid::regclass::text, i.indexrelid::regclass::text, 'unique index',
+               ARRAY(SELECT coalesce(a.attname::text, '(expression)') FROM unnest(i.indkey) AS k
+                      LEFT JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k), NULL, NULL
+          FROM pg_index AS i
+         WHERE i.indrelid = ANY(%(t)s::regclass[]) AND i.indisunique
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint AS k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)
+         ORDER BY 1, 2
+        """,
+        {"t": names},
+    ).fetchall()
+    frame = pd.DataFrame(keys, columns=["table", "key", "kind", "columns", "references", "ref_columns"])
+    verdicts = []
+    for _, k in frame.iterrows():
+        ok = "tenant_id" in k["columns"]
+        if ok and k["kind"] == "foreign key":
+            ref = k["references"]
+            ref_key = "id" if ref in REFERENCE_TABLES else "tenant_id"
+            pos = list(k["columns"]).index("tenant_id")
+            ok = list(k["ref_columns"])[pos] == ref_key
+        verdicts.append(ok)
+    frame["includes_tenant"] = verdicts
+    no_pk = [t for t in names if not ((frame["table"] == t) & (frame["kind"] == "primary key")).any()]
+    bad = frame[~frame["includes_tenant"]]
+    passed = bad.empty and not no_pk
+    if passed:
+        summary = f"{len(tables)} tables, {len(frame)} keys: every PK, unique key and FK includes tenant_id"
+    else:
+        parts = [f"{r['table']}.{r['key']} ({r['kind']}: {', '.join(r['columns'])})" for _, r in bad.head(3).iterrows()]
+        parts += [f"{t} has no primary key" for t in no_pk[:2]]
+        summary = f"{len(bad) + len(no_pk)} keys without tenant_id: " + "; ".join(parts)
+    return CheckResult("citus_ready", passed, summary, {"keys": frame, "tables_without_pk": no_pk})
+
+
+# --------------------------------------------------------------------------------------------------
+# All of them
+# --------------------------------------------------------------------------------------------------
+
+CHECKS: dict[str, Callable[[psycopg.Connection[Any]], CheckResult]] = {
+    "rls": check_rls,
+    "jsonb_indexes": check_jsonb_indexes,
+    "partition_pruning": check_partition_pruning,
+    "zero_leakage": check_zero_leakage,
+    "custom_fields": check_custom_fields,
+    "benchmarks": check_benchmarks,
+    "citus_ready": check_citus_ready,
+}
+
+
+def run_checks(conn_or_dsn: psycopg.Connection[Any] | str | None = None) -> list[CheckResult]:
+    """Run every success criterion against a live lab database, in the lesson's order.
+
+    :param conn_or_dsn: an administrator's connection, or a DSN (None: resolved as everywhere, see
+        `labhelpers.db.resolve_dsn`). Tenant measurements log in as app_user on the same server and database.
+    Returns one `CheckResult` per criterion; a check that crashes becomes a FAIL carrying the error.
+    Raise LabError if the database cannot be reached.
+    """
+    if isinstance(conn_or_dsn, psycopg.Connection):
+        return _run_all(conn_or_dsn)
+    with db.connect(conn_or_dsn, autocommit=True) as admin:
+        return _run_all(admin)
+
+
+def _run_all(admin: psycopg.Connection[Any]) -> list[CheckResult]:
+    results = []
+    for name, fn in CHECKS.items():
+        try:
+            results.append(fn(admin))
+        except (psycopg.Error, LabError) as e:
+            if isinstance(e, psycopg.Error) and not admin.closed and not admin.autocommit:
+                admin.rollback()
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.warning("check %s failed to run: %s", name, message)
+            results.append(CheckResult(name, False, f"could not run: {message}", {"error": message}))
+        log.info("check %s: %s", name, results[-1].status)
+    return results
