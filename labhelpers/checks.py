@@ -37,7 +37,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from . import db
+from . import db, lesson
 from .errors import LabError
 
 __all__ = [
@@ -72,25 +72,15 @@ CRITERIA = {
 APP_ROLE = "app_user"
 MIN_CUSTOM_FIELDS = 100
 TENANT_SETTING = "app.current_tenant"
-# The lesson's queries. Test 1 binds the tenant; the RLS policy adds the same predicate anyway.
+# The lesson's queries, verbatim ($1 = the tenant; the RLS policy adds the same predicate anyway).
 JSONB_QUERIES = {
-    "Test 1 (contact search)": (
-        "SELECT * FROM contacts WHERE tenant_id = %(tenant)s AND custom_fields @> '{\"industry\": \"tech\"}' LIMIT 20"
-    ),
-    "Scenario 2 (custom fields)": (
-        "SELECT COUNT(*) FROM contacts WHERE custom_fields @> '{\"status\": \"active\", \"priority\": \"high\"}'"
-    ),
+    "Test 1 (contact search)": lesson.TEST_1,
+    "Scenario 2 (custom fields)": lesson.SCENARIO_2,
 }
 JSONB_TABLE = "contacts"
 PRUNING_QUERIES = {
-    "Step 4 (January 2024)": (
-        "SELECT * FROM activities WHERE created_at >= '2024-01-01' AND created_at < '2024-02-01'",
-        ("2024-01-01", "2024-02-01"),
-    ),
-    "Scenario 3 (January 2024)": (
-        "SELECT COUNT(*) FROM activities WHERE created_at BETWEEN '2024-01-01' AND '2024-01-31'",
-        ("2024-01-01", "2024-01-31 00:00:00.000001"),
-    ),
+    "Step 4 (January 2024)": (lesson.STEP_4, ("2024-01-01", "2024-02-01")),
+    "Scenario 3 (January 2024)": (lesson.SCENARIO_3, ("2024-01-01", "2024-01-31 00:00:00.000001")),
 }
 PRUNING_TABLE = "activities"
 ENTITY_OF_TABLE = {"contacts": "contact", "leads": "lead", "activities": "activity"}
@@ -482,7 +472,8 @@ def check_jsonb_indexes(admin: psycopg.Connection[Any], *, tenant: str | None = 
     verdicts = []
     with _app_connection(admin) as app:
         evidence["role"] = _refuse_privileged(app)
-        for label, query in JSONB_QUERIES.items():
+        for label, lesson_sql in JSONB_QUERIES.items():
+            query = lesson_sql.replace("$1", "%(tenant)s")  # the lesson's $1 in psycopg's style
             params = {"tenant": tenant_id} if "%(tenant)s" in query else None
             with _in_tenant(app, tenant_id):
                 plan = explain(app, query, params)

@@ -14,48 +14,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from labhelpers import db
+from labhelpers import db, lesson
 
-ACME = "11111111-1111-7111-8111-111111111111"
-GLOBEX = "22222222-2222-7222-8222-222222222222"
+ACME = lesson.TENANTS["acme"]
+GLOBEX = lesson.TENANTS["globex"]
 
-TEST_1 = """SELECT * FROM contacts 
-WHERE tenant_id = $1 
-  AND custom_fields @> '{"industry": "tech"}'
-LIMIT 20;"""
-
-TEST_2 = """SELECT 
-  stage,
-  COUNT(*) as count,
-  SUM((custom_fields->>'value')::numeric) as total_value
-FROM leads 
-WHERE tenant_id = $1 
-  AND created_at >= CURRENT_DATE - INTERVAL '30 days'
-GROUP BY stage;"""
-
-TEST_3 = """SELECT 
-  type,
-  subject,
-  created_at,
-  custom_fields
-FROM activities 
-WHERE tenant_id = $1 
-  AND created_at >= CURRENT_DATE - INTERVAL '7 days'
-ORDER BY created_at DESC
-LIMIT 50;"""
-
-STEP_4 = """EXPLAIN (ANALYZE, BUFFERS) 
-SELECT * FROM activities 
-WHERE created_at >= '2024-01-01' AND created_at < '2024-02-01';"""
-
-SCENARIO_1 = "SELECT COUNT(*) FROM contacts WHERE tenant_id != 'tenant-1-uuid';".replace("tenant-1-uuid", ACME)
-
-SCENARIO_2 = """SELECT COUNT(*) FROM contacts 
-WHERE custom_fields @> '{"status": "active", "priority": "high"}';"""
-
-SCENARIO_3 = """EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
-SELECT COUNT(*) FROM activities 
-WHERE created_at BETWEEN '2024-01-01' AND '2024-01-31';"""
+TEST_1, TEST_2, TEST_3 = lesson.TEST_1, lesson.TEST_2, lesson.TEST_3
+STEP_4 = "EXPLAIN (ANALYZE, BUFFERS) \n" + lesson.STEP_4
+SCENARIO_1 = lesson.with_tenant(lesson.SCENARIO_1, ACME)
+SCENARIO_2 = lesson.SCENARIO_2
+SCENARIO_3 = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)\n" + lesson.SCENARIO_3
 
 
 @pytest.fixture
