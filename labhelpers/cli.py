@@ -232,9 +232,27 @@ def run_cmd(dsn: str | None, notebooks: tuple[str, ...], parameters: tuple[tuple
         mark = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
         console.print(f"{mark} {result.name} ({result.seconds:.1f}s) {result.detail}", soft_wrap=True)
 
+    from contextlib import ExitStack
+
+    bars = ExitStack()  # the data step's progress bars, shown while it runs
+    progress: list[Callable[[str, int, int], None]] = []
+
+    def on_progress(task: str, done: int, total: int) -> None:
+        if not progress:
+            from .datagen import rich_progress
+
+            progress.append(bars.enter_context(rich_progress(transient=True)))
+        progress[0](task, done, total)
+
+    def show_result(result: runner.StepResult) -> None:
+        bars.close()
+        progress.clear()
+        show(result)
+
     kwargs = {"out_dir": out_dir} if out_dir else {}
     results = runner.run_course(dsn=dsn, notebooks=notebooks, parameters=params, scale=scale, timeout=timeout,
-                                prepare=not no_prepare, on_start=started, on_result=show, **kwargs)
+                                prepare=not no_prepare, on_start=started, on_result=show_result,
+                                on_progress=on_progress, **kwargs)
     table = Table(title="Summary")
     for column in ("step", "status", "seconds", "failing cell", "error (or detail)"):
         table.add_column(column)

@@ -174,6 +174,7 @@ def run_course(
     notebook_dir: Path = NOTEBOOK_DIR,
     on_start: Callable[[str], None] | None = None,
     on_result: Callable[[StepResult], None] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> list[StepResult]:
     """Prepare the database, then execute the notebooks in order; return one result per step.
 
@@ -188,6 +189,7 @@ def run_course(
     :param timeout: seconds allowed per cell.
     :param on_start: called with a step's name before it runs (progress).
     :param on_result: called with each result as soon as it is known.
+    :param on_progress: the data step's progress, ``(task, done, total)`` (see `datagen.rich_progress`).
     Raise LabError if a selected notebook does not exist.
     """
     selected = course_notebooks(notebooks, directory=notebook_dir)
@@ -221,9 +223,7 @@ def run_course(
     def seed_data() -> str:
         from . import datagen
 
-        with db.connect(resolved["dsn"], autocommit=True) as conn:
-            done = datagen.seed(conn, scale=scale)
-        return str(done) if done is not None else f"scale {scale}"
+        return datagen.seed(resolved["dsn"], scale=scale, on_progress=on_progress).summary()
 
     if not record("database", lambda: _step("database", check_database)):
         return results
