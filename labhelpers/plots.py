@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -376,6 +377,14 @@ def plot_latencies(
 
 
 # ------------------------------------------------------------------------------------------ pruning
+_LIST_MAX = 24
+"""Up to this many partitions (single level), `plot_pruning` draws one labelled bar per partition."""
+_MONTH_LEAF = re.compile(r"^(?P<base>.+?)_(?P<y>\d{4})_(?P<m>\d{2})(?:_(?P<sub>[A-Za-z]*)(?P<k>\d+))?$")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_NO_CELL = "no such partition"
+_CELL_H_IN = 0.34
+
+
 def plot_pruning(
     plan: Plan,
     *,
@@ -384,13 +393,24 @@ def plot_pruning(
 ) -> Figure:
     """Show every partition of each partitioned table in the plan: scanned, never executed, or pruned (how).
 
-    One cell per partition in bound order, coloured by status, with the rows it returned; a plan
-    without a partitioned table gives a figure that says so.
+    The layout follows the partition tree, one panel per table, each titled with the counts
+    (``activities: scanned 1 of 164 partitions; 163 pruned ...``):
+
+    * two levels (a parent per month, leaves ``<table>_<YYYY>_<MM>_h<n>``, or a ``parent`` column from
+      `Plan.partitions`): a grid, one row per sub-partition (h0, h1, ...), one column per month in bound
+      order, January columns labelled with the year;
+    * one level, up to 24 partitions: one labelled bar per partition, with the rows it returned;
+    * one level, more: monthly partitions as a year x month grid, others as cells in catalog order
+      wrapped into rows.
+
+    Grid cells are one ``pcolormesh`` whose values index `PRUNING_STATUSES` (masked: no such partition),
+    so a few hundred partitions draw as fast as ten. Scanned partitions are listed under the grid with
+    the rows they returned. The legend explains each status in words.
 
     :param plan: a `labhelpers.explain.Plan`.
     :param partitions: as in `Plan.partitions` (needed to see partitions pruned at plan time, unless
         `explain` read them from the catalog).
-    :param title: default: "Partition pruning" and the counts.
+    :param title: default: "Partition pruning" and the query.
     Returns the Figure.
     """
     parts = plan.partitions(partitions)
@@ -403,46 +423,234 @@ def plot_pruning(
                 fontsize=11)
         fig.suptitle(title or "Partition pruning", fontsize=11, fontweight="bold")
         return fig
-    df = plan.nodes
-    heights = [max(1.2, 0.3 * (parts["table"] == t).sum()) + 0.9 for t in tables]
-    fig = Figure(figsize=(WIDTH_IN, sum(heights) + 0.8), layout="constrained")
-    axes = fig.subplots(len(tables), 1, squeeze=False, height_ratios=heights)[:, 0]
     summary = plan.pruning_summary(partitions)
-    for ax, table in zip(axes, tables):
-        mine = parts[parts["table"] == table].reset_index(drop=True)
-        n = len(mine)
-        ys = np.arange(n)
-        rows_read = []
-        for nid in mine["node_id"]:
-            if nid is None or pd.isna(nid) or not plan.analyzed:
-                rows_read.append(None)
-            else:
-                rows_read.append(float(df.loc[int(nid), "actual_rows_total"] or 0))
-        colors = [STATUS_COLORS[s] for s in mine["status"]]
-        ax.barh(ys, [1.0] * n, height=0.82, color=colors, edgecolor="#455a64", linewidth=0.6)
-        for y, s, r in zip(ys, mine["status"], rows_read):
-            txt = _STATUS_HELP.get(s, s) if r is None or s != "scanned" else f"{s}: {_num(r)} rows"
-            dark = s in ("scanned",)
-            ax.text(0.02, y, txt, va="center", ha="left", fontsize=8.5, color="white" if dark else "#212121")
-        ax.set_yticks(ys, list(mine["partition"]), fontsize=8.5)
-        ax.set_ylim(n - 0.5, -0.5)
-        ax.set_xlim(0, 1)
-        ax.set_xticks([])
-        ax.spines[["top", "right", "bottom"]].set_visible(False)
+    layouts = [_pruning_layout(parts[parts["table"] == t].reset_index(drop=True)) for t in tables]
+    heights = [_layout_height(lay) for lay in layouts]
+    fig = Figure(figsize=(WIDTH_IN, sum(heights) + 1.1), layout="constrained")
+    axes = fig.subplots(len(tables), 1, squeeze=False, height_ratios=heights)[:, 0]
+    rows_of = _rows_read(plan, parts)
+    missing = False
+    for ax, table, lay in zip(axes, tables, layouts):
+        pad = 6.0
+        if lay["kind"] == "list":
+            _draw_pruning_list(ax, lay, rows_of)
+        else:
+            gaps, listed = _draw_pruning_grid(ax, lay, rows_of)
+            missing |= gaps
+            pad = 17.0 if listed else pad
         counts = summary.loc[table]
-        parts_txt = ", ".join(f"{int(counts[s])} {s}" for s in PRUNING_STATUSES if counts[s])
-        ax.set_title(f"{table}: {int(counts['total'])} partitions, {parts_txt}", fontsize=9.5, loc="left")
-        ax.set_ylabel("partition (bound order)", fontsize=8.5)
-    present = list(dict.fromkeys(parts["status"]))
-    handles = [Patch(facecolor=STATUS_COLORS[s], edgecolor="#455a64", label=s) for s in PRUNING_STATUSES if s in present]
-    axes[-1].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(len(handles), 3),
-                    fontsize=8, frameon=False)
+        ax.set_title(f"{table}: {_pruning_counts(counts, plan.analyzed)}", fontsize=9.5, loc="left", pad=pad)
+    present = set(parts["status"])
+    handles = [Patch(facecolor=STATUS_COLORS[s], edgecolor="#455a64", label=_STATUS_HELP.get(s, s))
+               for s in PRUNING_STATUSES if s in present]
+    if missing:
+        handles.append(Patch(facecolor="white", edgecolor="#455a64", label=_NO_CELL))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2), fontsize=8.5,
+               frameon=False)
     if title is None:
         title = "Partition pruning"
         if plan.query:
             title += f": {_shorten(' '.join(plan.query.split()), 80)}"
-    fig.suptitle(title, fontsize=11, fontweight="bold")
+    fig.suptitle(_shorten(title, 110), fontsize=11, fontweight="bold")
     return fig
+
+
+def _pruning_counts(counts: pd.Series, analyzed: bool) -> str:
+    """``scanned 1 of 164 partitions; 163 pruned at plan time`` (the other statuses, commas between)."""
+    total = int(counts["total"])
+    rest = ", ".join(f"{int(counts[s])} {s}" for s in PRUNING_STATUSES if counts[s] and s != "scanned")
+    head = f"scanned {int(counts['scanned'])} of {total} partitions" if analyzed else f"{total} partitions"
+    return head + (f"; {rest}" if rest else "")
+
+
+def _rows_read(plan: Plan, parts: pd.DataFrame) -> dict[str, float]:
+    """Partition -> rows its scan returned (all loops), for the scanned ones."""
+    if not plan.analyzed:
+        return {}
+    df = plan.nodes
+    out: dict[str, float] = {}
+    for name, status, nid in zip(parts["partition"], parts["status"], parts["node_id"]):
+        if status == "scanned" and nid is not None and not pd.isna(nid):
+            out[str(name)] = float(df.loc[int(nid), "actual_rows_total"] or 0)
+    return out
+
+
+def _pruning_layout(mine: pd.DataFrame) -> dict[str, Any]:
+    """How to draw one table's partitions: a list of bars, or a grid of cells (with its labels).
+
+    Returns a dict with ``kind`` (``list``, ``two_level``, ``year_month``, ``wrapped``), ``names`` and
+    ``status`` (in catalog order) and, for grids, ``cells`` (row x column of indexes into ``names``, -1
+    where there is no partition), ``row_labels``, ``col_labels``, ``row_title``, ``col_title`` and
+    ``year_cols`` (columns that start a year, for month axes).
+    """
+    names = [str(n) for n in mine["partition"]]
+    status = [str(s) for s in mine["status"]]
+    base: dict[str, Any] = {"names": names, "status": status}
+    n = len(names)
+    parent = list(mine["parent"]) if "parent" in mine.columns else None
+    grouped = _two_level_by_parent(names, parent) if parent is not None else _two_level_by_name(names)
+    if grouped is not None:
+        return {**base, "kind": "two_level", **grouped}
+    if n <= _LIST_MAX:
+        return {**base, "kind": "list"}
+    ym = [_MONTH_LEAF.match(x) for x in names]
+    if all(m is not None and m.group("sub") is None for m in ym):
+        keys = [(int(m.group("y")), int(m.group("m"))) for m in ym if m is not None]
+        years = list(range(min(k[0] for k in keys), max(k[0] for k in keys) + 1))
+        cells = np.full((len(years), 12), -1)
+        for i, (y, mo) in enumerate(keys):
+            cells[years.index(y), mo - 1] = i
+        return {**base, "kind": "year_month", "cells": cells, "row_labels": [str(y) for y in years],
+                "col_labels": list(_MONTHS), "row_title": "year", "col_title": "month", "year_cols": []}
+    ncols = 20 if n > 40 else math.ceil(n / 2)
+    nrows = math.ceil(n / ncols)
+    cells = np.full((nrows, ncols), -1)
+    cells.flat[:n] = np.arange(n)
+    return {**base, "kind": "wrapped", "cells": cells,
+            "row_labels": [_shorten(names[r * ncols], 28) for r in range(nrows)],
+            "col_labels": [f"+{c}" for c in range(ncols)], "row_title": "first partition of the row",
+            "col_title": "position in the row (catalog order)", "year_cols": []}
+
+
+def _two_level_by_name(names: Sequence[str]) -> dict[str, Any] | None:
+    """Grid for leaves named ``<table>_<YYYY>_<MM>_h<n>`` (month, then sub-partition); None otherwise."""
+    keys = []
+    for x in names:
+        m = _MONTH_LEAF.match(x)
+        if m is None or m.group("k") is None:
+            return None
+        keys.append(((int(m.group("y")), int(m.group("m"))), (m.group("sub"), int(m.group("k")))))
+    subs = sorted({k[1] for k in keys}, key=lambda s: (s[1], s[0]))
+    if len(subs) < 2:
+        return None
+    first, last = min(k[0] for k in keys), max(k[0] for k in keys)
+    months = [(first[0] + (first[1] - 1 + i) // 12, (first[1] - 1 + i) % 12 + 1)
+              for i in range((last[0] - first[0]) * 12 + last[1] - first[1] + 1)]
+    cells = np.full((len(subs), len(months)), -1)
+    col_of = {mo: c for c, mo in enumerate(months)}
+    row_of = {s: r for r, s in enumerate(subs)}
+    for i, (mo, sub) in enumerate(keys):
+        cells[row_of[sub], col_of[mo]] = i
+    return {"cells": cells, "row_labels": [f"{a}{k}" for a, k in subs], "col_labels": _month_ticks(months),
+            "row_title": "sub-partition", "col_title": "month (bound order)",
+            "year_cols": [c for c, (_, mo) in enumerate(months) if mo == 1 and c > 0]}
+
+
+def _two_level_by_parent(names: Sequence[str], parents: Sequence[Any]) -> dict[str, Any] | None:
+    """Grid from the catalog's parent of each leaf: one column per parent, one row per position in it."""
+    if any(p is None or (isinstance(p, float) and math.isnan(p)) for p in parents) or len(set(parents)) < 2:
+        return None
+    order = list(dict.fromkeys(str(p) for p in parents))
+    month = {p: _MONTH_LEAF.match(p) for p in order}
+    if all(m is not None and m.group("sub") is None for m in month.values()):
+        order.sort(key=lambda p: (int(month[p].group("y")), int(month[p].group("m"))))  # type: ignore[union-attr]
+    kids: dict[str, list[int]] = {p: [] for p in order}
+    for i, p in enumerate(parents):
+        kids[str(p)].append(i)
+    depth = max(len(v) for v in kids.values())
+    if depth < 2:
+        return None
+    cells = np.full((depth, len(order)), -1)
+    for c, p in enumerate(order):
+        for r, i in enumerate(sorted(kids[p], key=lambda i: names[i])):
+            cells[r, c] = i
+    row_labels = []
+    for r in range(depth):
+        c = next(c for c in range(len(order)) if cells[r, c] >= 0)
+        leaf, par = names[cells[r, c]], order[c]
+        suffix = leaf[len(par):].lstrip("_") if leaf.startswith(par) else ""
+        row_labels.append(suffix or _shorten(leaf, 20))
+    if all(m is not None for m in month.values()):
+        months = [(int(month[p].group("y")), int(month[p].group("m"))) for p in order]  # type: ignore[union-attr]
+        col_labels = _month_ticks(months)
+        year_cols = [c for c, (_, mo) in enumerate(months) if mo == 1 and c > 0]
+    else:
+        col_labels, year_cols = [_shorten(p, 16) for p in order], []
+    return {"cells": cells, "row_labels": row_labels, "col_labels": col_labels, "row_title": "sub-partition",
+            "col_title": "parent partition (bound order)", "year_cols": year_cols}
+
+
+def _month_ticks(months: Sequence[tuple[int, int]]) -> list[str]:
+    """Tick labels for month columns: every month if they fit, else quarters or half-years; years on January."""
+    step = next(s for s in (1, 3, 6, 12) if s * (WIDTH_IN - 1.5) / max(len(months), 1) >= 0.34)
+    labels = []
+    shown_year = False
+    for y, m in months:
+        if (m - 1) % step:
+            labels.append("")
+            continue
+        with_year = m == 1 or not shown_year
+        shown_year = True
+        labels.append(f"{_MONTHS[m - 1]}\n{y}" if with_year else _MONTHS[m - 1])
+    return labels
+
+
+def _layout_height(lay: Mapping[str, Any]) -> float:
+    """Inches one table's panel needs."""
+    if lay["kind"] == "list":
+        return max(1.2, 0.3 * len(lay["names"])) + 0.9
+    nrows = lay["cells"].shape[0]
+    scanned = sum(s == "scanned" for s in lay["status"])
+    return nrows * _CELL_H_IN + 1.3 + (0.25 if scanned else 0.0)
+
+
+def _draw_pruning_list(ax: Any, lay: Mapping[str, Any], rows_of: Mapping[str, float]) -> None:
+    """One labelled bar per partition (short single-level trees)."""
+    names, status = lay["names"], lay["status"]
+    n = len(names)
+    ys = np.arange(n)
+    ax.barh(ys, [1.0] * n, height=0.82, color=[STATUS_COLORS[s] for s in status], edgecolor="#455a64",
+            linewidth=0.6)
+    for y, name, s in zip(ys, names, status):
+        r = rows_of.get(name)
+        txt = _STATUS_HELP.get(s, s) if r is None or s != "scanned" else f"{s}: {_num(r)} rows"
+        ax.text(0.02, y, txt, va="center", ha="left", fontsize=8.5, color=_ink_for(STATUS_COLORS[s]))
+    ax.set_yticks(ys, names, fontsize=8.5)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.set_xticks([])
+    ax.spines[["top", "right", "bottom"]].set_visible(False)
+    ax.set_ylabel("partition (bound order)", fontsize=8.5)
+
+
+def _draw_pruning_grid(ax: Any, lay: Mapping[str, Any], rows_of: Mapping[str, float]) -> tuple[bool, bool]:
+    """The cells of one table as one pcolormesh, scanned partitions listed just above.
+
+    Returns (some cells stand for no partition, e.g. a missing month; not the padding of a wrapped grid;
+    a line of scanned partitions was written above the grid).
+    """
+    cells = lay["cells"]
+    names, status = lay["names"], lay["status"]
+    code = {s: i for i, s in enumerate(PRUNING_STATUSES)}
+    values = np.ma.masked_less(np.where(cells >= 0, [[code[status[i]] if i >= 0 else -1 for i in row]
+                                                     for row in cells], -1), 0)
+    cmap = ListedColormap([STATUS_COLORS[s] for s in PRUNING_STATUSES], name="labhelpers_pruning").with_extremes(
+        bad="white")
+    nrows, ncols = cells.shape
+    ax.pcolormesh(np.arange(ncols + 1), np.arange(nrows + 1), values, cmap=cmap,
+                  norm=Normalize(vmin=-0.5, vmax=len(PRUNING_STATUSES) - 0.5), edgecolors="white",
+                  linewidth=1.0 if ncols <= 60 else 0.4)
+    for c in lay["year_cols"]:
+        ax.axvline(c, color="#263238", linewidth=1.2)
+    ax.set_xlim(0, ncols)
+    ax.set_ylim(nrows, 0)
+    ax.set_yticks(np.arange(nrows) + 0.5, lay["row_labels"], fontsize=8.5)
+    ticks = [c for c, lab in enumerate(lay["col_labels"]) if lab]
+    ax.set_xticks(np.array(ticks) + 0.5, [lay["col_labels"][c] for c in ticks], fontsize=8)
+    ax.tick_params(length=2)
+    ax.set_ylabel(lay["row_title"], fontsize=8.5)
+    ax.set_xlabel(lay["col_title"], fontsize=8.5)
+    ax.spines[:].set_visible(False)
+    scanned = [x for x, s in zip(names, status) if s == "scanned"]
+    if scanned:
+        busiest = sorted(scanned, key=lambda x: -rows_of.get(x, 0.0))[:3]
+        shown = [f"{x} ({_num(rows_of[x])} rows)" if x in rows_of else x for x in busiest]
+        more = f" and {len(scanned) - 3} more" if len(scanned) > 3 else ""
+        total = f", {_num(sum(rows_of.get(x, 0.0) for x in scanned))} rows in all" if rows_of and more else ""
+        ax.annotate(f"scanned{total}: " + ", ".join(shown) + more, xy=(0, 1), xycoords="axes fraction",
+                    xytext=(0, 3), textcoords="offset points", ha="left", va="bottom", fontsize=8,
+                    color=STATUS_COLORS["scanned"], annotation_clip=False)
+    return lay["kind"] != "wrapped" and bool((cells < 0).any()), bool(scanned)
 
 
 # ------------------------------------------------------------------------------------------ sizes

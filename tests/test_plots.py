@@ -20,16 +20,20 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from labhelpers import plots  # noqa: E402
 from labhelpers.errors import LabError  # noqa: E402
-from labhelpers.explain import Plan  # noqa: E402
+from labhelpers.explain import PRUNING_STATUSES, Plan  # noqa: E402
 
 PLANS = Path(__file__).parent / "data" / "plans"
 NAMES = sorted(p.name[: -len(".expect.json")] for p in PLANS.glob("*.expect.json"))
 CATALOG = json.loads((PLANS / "catalog.json").read_text())
+# the course database's activities: month RANGE, then HASH(tenant_id) x 4 (see capture.py --two-level)
+TWO_LEVEL_CATALOG = json.loads((PLANS / "two_level" / "catalog.json").read_text())
+TWO_LEVEL = sorted(n for n in NAMES if n.startswith("pruning_two_level_"))
 OUT = os.environ.get("LAB_PLOTS_DIR")
 
 
 def load(name: str) -> Plan:
-    return Plan.from_json((PLANS / f"{name}.json").read_text(), partitions=CATALOG)
+    catalog = TWO_LEVEL_CATALOG if name in TWO_LEVEL else CATALOG
+    return Plan.from_json((PLANS / f"{name}.json").read_text(), partitions=catalog)
 
 
 def texts(fig: Figure) -> list[str]:
@@ -80,10 +84,17 @@ def test_plot_pruning_renders_every_golden(name: str) -> None:
     summary = plan.pruning_summary()
     if summary.empty:
         assert "No partitioned table in this plan: nothing to prune." in texts(fig)
+    elif name in TWO_LEVEL:
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["h0", "h1", "h2", "h3"]
+        assert ax.get_title(loc="left").startswith("activities: scanned ")
+        assert " of 164 partitions" in ax.get_title(loc="left")
     else:
         ax = fig.axes[0]
         assert [t.get_text() for t in ax.get_yticklabels()] == CATALOG["activities"]
-        assert ax.get_title(loc="left").startswith("activities: 13 partitions")
+        head = "activities: scanned " if plan.analyzed else "activities: 13 partitions"
+        assert ax.get_title(loc="left").startswith(head)
+        assert "13 partitions" in ax.get_title(loc="left")
 
 
 def test_plot_pruning_labels_the_three_kinds() -> None:
@@ -92,6 +103,109 @@ def test_plot_pruning_labels_the_three_kinds() -> None:
     t = texts(plots.plot_pruning(load("pruning_never_executed")))
     assert "never executed: pruned during execution (still locked)" in t
     assert "scanned: 8,478 rows" in t
+
+
+def grid_counts(fig: Figure) -> dict[str, int]:
+    """Status -> number of cells in the first panel's grid (cell values index PRUNING_STATUSES)."""
+    mesh = fig.axes[0].collections[0]
+    values = np.ma.asarray(mesh.get_array()).compressed().astype(int)
+    return {PRUNING_STATUSES[i]: int(n) for i, n in zip(*np.unique(values, return_counts=True))}
+
+
+@pytest.mark.parametrize("name", TWO_LEVEL)
+def test_plot_pruning_two_level_is_a_month_by_hash_grid(name: str) -> None:
+    plan = load(name)
+    exp = json.loads((PLANS / f"{name}.expect.json").read_text())["two_level_pruning"]
+    assert exp["catalog"] == "two_level/catalog.json"
+    summary = plan.pruning_summary()
+    want = {s: int(summary.loc["activities", s]) for s in PRUNING_STATUSES if summary.loc["activities", s]}
+    assert want == {k: v for k, v in exp["activities"].items() if k != "total"}
+    fig = plots.plot_pruning(plan)
+    render(fig, f"pruning_{name}")
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1
+    mesh = ax.collections[0]
+    assert np.ma.asarray(mesh.get_array()).shape == (4, 41)  # 4 hash rows x 41 months, not one column
+    assert grid_counts(fig) == want
+    assert fig.get_size_inches()[1] < 6
+    # the title says the same counts
+    head = ax.get_title(loc="left")
+    assert head.startswith(f"activities: scanned {want.get('scanned', 0)} of 164 partitions")
+    for status, n in want.items():
+        if status != "scanned":
+            assert f"{n} {status}" in head
+    # months in bound order, years on January, the legend in words
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[0] == "Jan\n2024" and "Jan\n2025" in ticks and "Apr" in ticks
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    for status in want:
+        assert plots._STATUS_HELP.get(status, status) in legend
+
+
+def test_plot_pruning_two_level_cells_follow_the_names() -> None:
+    fig = plots.plot_pruning(load("pruning_two_level_executor_start"))
+    values = np.ma.asarray(fig.axes[0].collections[0].get_array())
+    scanned = PRUNING_STATUSES.index("scanned")
+    # h0 of the last 7 months (2026-11 .. 2027-05) were scanned; every other cell was pruned
+    assert [int(c) for c in np.nonzero(values[0] == scanned)[0]] == list(range(34, 41))
+    assert not (values[1:] == scanned).any()
+    assert any(t.startswith("scanned, ") and "activities_2026_11_h0" in t for t in texts(fig))
+
+
+class _Renamed(Plan):
+    """A plan whose partition frame is rewritten (parent column, other names), for the other layouts."""
+
+    rewrite: staticmethod
+
+    def partitions(self, partitions=None):  # type: ignore[no-untyped-def]
+        return type(self).rewrite(super().partitions(partitions))
+
+
+def _renamed(name: str, rewrite) -> Plan:  # type: ignore[no-untyped-def]
+    cls = type("P", (_Renamed,), {"rewrite": staticmethod(rewrite)})
+    return cls.from_json((PLANS / f"{name}.json").read_text(), partitions=TWO_LEVEL_CATALOG)
+
+
+def test_plot_pruning_uses_the_catalog_parent_when_given() -> None:
+    def with_parent(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df["parent"] = [p[: -len("_h0")] for p in df["partition"]]
+        return df
+
+    plan = _renamed("pruning_two_level_run_time", with_parent)
+    fig = plots.plot_pruning(plan)
+    render(fig, "pruning_two_level_parent_column")
+    assert np.ma.asarray(fig.axes[0].collections[0].get_array()).shape == (4, 41)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["h0", "h1", "h2", "h3"]
+    assert grid_counts(fig) == {"scanned": 7, "never executed": 34, "pruned at executor start": 123}
+
+
+def test_plot_pruning_many_months_one_level_is_a_year_by_month_grid() -> None:
+    def monthly(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df["partition"] = [f"activities_{2000 + i // 12}_{i % 12 + 1:02d}" for i in range(len(df))]
+        return df
+
+    fig = plots.plot_pruning(_renamed("pruning_two_level_run_time", monthly))
+    render(fig, "pruning_one_level_164_months")
+    ax = fig.axes[0]
+    assert np.ma.asarray(ax.collections[0].get_array()).shape == (14, 12)
+    assert [t.get_text() for t in ax.get_xticklabels()][:2] == ["Jan", "Feb"]
+    assert sum(grid_counts(fig).values()) == 164
+
+
+def test_plot_pruning_unknown_names_wrap_into_a_compact_grid() -> None:
+    def anonymous(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df["partition"] = [f"part{i}" for i in range(len(df))]
+        return df
+
+    fig = plots.plot_pruning(_renamed("pruning_two_level_run_time", anonymous))
+    render(fig, "pruning_generic_164")
+    rows, cols = np.ma.asarray(fig.axes[0].collections[0].get_array()).shape
+    assert rows * cols >= 164 and rows < 20 and cols > 1
+    assert fig.get_size_inches()[1] < 10
+    assert grid_counts(fig) == {"scanned": 7, "never executed": 34, "pruned at executor start": 123}
 
 
 SAMPLES = {

@@ -16,6 +16,15 @@ Usage (any superuser DSN; the default is the scratch embedded server)::
 
 Partitions of ``activities`` are the 12 months before the current one, the current month and the next,
 so the ``now()`` query prunes at executor start whatever the day you capture.
+
+``--two-level`` captures instead the ``pruning_two_level_*`` goldens from the course database itself
+(built with ``labhelpers build``; DSN as `labhelpers.db.resolve_dsn` finds it, or ``--course-dsn``): there
+``activities`` is partitioned by month and each month 4 ways by HASH(tenant_id) (about 41 x 4 leaves).
+The plans are taken as ``app_user`` in tenant ``acme`` (RLS on), with `labhelpers.explain.explain`, and
+their leaf list (bound order, as `explain` reads it) goes to ``two_level/catalog.json``: a subfolder,
+because ``catalog.json`` here describes the single-level ``activities`` of the capture database::
+
+    python tests/data/plans/capture.py --two-level
 """
 
 from __future__ import annotations
@@ -251,12 +260,56 @@ def catalog(conn: psycopg.Connection) -> dict[str, list[str]]:
     return out
 
 
+TWO_LEVEL = {
+    "pruning_two_level_plan_time": (
+        "Constant bounds: one month kept by the planner, its other hash leaves removed at executor start (RLS)",
+        "SELECT count(*) FROM activities WHERE created_at >= '2024-01-01' AND created_at < '2024-02-01'",
+    ),
+    "pruning_two_level_executor_start": (
+        "now() and the RLS tenant setting are stable: pruning at executor start (Subplans Removed)",
+        "SELECT count(*) FROM activities WHERE created_at >= now() - interval '7 days'",
+    ),
+    "pruning_two_level_run_time": (
+        "The bound comes from a subquery: tenant hash pruned at executor start, months never executed",
+        "SELECT count(*) FROM activities WHERE created_at >= (SELECT max(created_at) - interval '3 days' FROM leads)",
+    ),
+}
+"""Two-level goldens: name -> (doc, sql), captured from the course database as app_user in tenant acme."""
+
+
+def capture_two_level(dsn: str | None, only: list[str]) -> None:
+    """Capture `TWO_LEVEL` from the course database (month RANGE, then HASH(tenant_id) leaves)."""
+    from labhelpers import db, tenants
+    from labhelpers.explain import explain
+
+    catalog_out: dict[str, list[str]] = {}
+    with db.connect(dsn, role="app_user", autocommit=True) as conn:
+        tenants.use_tenant(conn, "acme")
+        for name, (doc, query) in TWO_LEVEL.items():
+            if only and name not in only:
+                continue
+            plan = explain(conn, query)
+            catalog_out.update(plan.catalog_partitions)
+            (HERE / f"{name}.json").write_text(json.dumps([plan.raw], indent=2) + "\n")
+            print(f"{name}: {doc}")
+    if catalog_out:
+        (HERE / "two_level").mkdir(exist_ok=True)
+        (HERE / "two_level" / "catalog.json").write_text(json.dumps(catalog_out, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dsn", default=os.environ.get("LAB_CAPTURE_DSN", "postgresql://postgres:@/postgres?host=/tmp/h1pg"))
     ap.add_argument("--only", action="append", default=[], help="capture only these names (repeatable)")
     ap.add_argument("--keep-schema", action="store_true", help="reuse the existing capture database")
+    ap.add_argument("--two-level", action="store_true",
+                    help="capture the pruning_two_level_* goldens from the course database instead")
+    ap.add_argument("--course-dsn", default=None, help="course database DSN for --two-level (default: as labhelpers finds it)")
     args = ap.parse_args()
+
+    if args.two_level:
+        capture_two_level(args.course_dsn, args.only)
+        return
 
     if not args.keep_schema:
         with psycopg.connect(args.dsn, autocommit=True) as admin:
