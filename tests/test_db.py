@@ -84,12 +84,10 @@ def test_unreachable_server_is_a_clear_error() -> None:
         db.connect(f"postgresql://postgres:x@127.0.0.1:{free_port()}/mastery_lab")
 
 
-def test_app_role_before_the_rls_stage_is_a_clear_error(fresh_dsn: str) -> None:
-    with db.connect(fresh_dsn, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app_user'").fetchone():
-            pytest.skip("app_user already exists on this server (roles are cluster-wide)")
+def test_app_role_before_the_rls_stage_is_a_clear_error(scratch_server: db.EmbeddedServer) -> None:
+    scratch_server.up()  # a server of its own: roles are cluster-wide, other tests create app_user
     with pytest.raises(LabError, match="role app_user does not exist yet"):
-        db.connect(fresh_dsn, role="app_user")
+        db.connect(scratch_server.dsn(), role="app_user")
 
 
 def test_unknown_role_is_refused(fresh_dsn: str) -> None:
