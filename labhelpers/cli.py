@@ -424,6 +424,8 @@ def bench_cmd(dsn: str | None, scale: str | None, repeat: int, out_dir: Path | N
                                   on_progress=lambda _t, done, total: progress.update(task, completed=done,
                                                                                       total=total))
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=180)  # logs: the table without wrapping
     console.print(bench.summary_table(results))
     out = Path(out_dir) if out_dir else bench.DEFAULT_OUT / results["scale"]
     console.print(f"results: {out / 'results.json'}, {out / 'report.md'}")
