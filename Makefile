@@ -32,9 +32,12 @@ lab: $(STAMP)
 	$(BIN)/labhelpers db up
 	$(BIN)/jupyter lab notebooks/
 
-## bench: the lesson's benchmark targets at the large scale
+## bench: the lesson's benchmark targets at the large scale, in a database of its own (bench_large)
+BENCH_DB := bench_large
 bench: $(STAMP)
-	$(BIN)/labhelpers bench --scale large
+	$(BIN)/python -c "from labhelpers import db; db.create_database(db.resolve_dsn(), '$(BENCH_DB)', exist_ok=True)"
+	$(BIN)/labhelpers seed --scale large --dsn "$$($(BIN)/python -c "from labhelpers import db; print(db.with_dbname(db.resolve_dsn(), '$(BENCH_DB)'))")"
+	$(BIN)/labhelpers bench --scale large --dsn "$$($(BIN)/python -c "from labhelpers import db; print(db.with_dbname(db.resolve_dsn(), '$(BENCH_DB)'))")"
 
 ## clean: stop the embedded server and remove the environment (the database in .lab/ is kept)
 clean:
