@@ -196,7 +196,9 @@ def _run(lab: Lab, ops: list[tuple[Any, ...]]) -> None:
                 continue
             where, txn_tenant, kind, which, row_t = step
             target = lab.targets[which % len(lab.targets)]
-            current = _tenant_id(lab, txn_tenant) if where == "in transaction" else session
+            # A transaction that sets nothing (None) runs under the session's tenant, as PostgreSQL does.
+            sets_local = where == "in transaction" and txn_tenant is not None
+            current = _tenant_id(lab, txn_tenant) if sets_local else session
             current = current or None  # '' means no tenant
             row_tenant = _tenant_id(lab, row_t) or ""
             stmt, params = _statement(lab, kind, target, row_tenant)
