@@ -693,6 +693,8 @@ def check_custom_fields(admin: psycopg.Connection[Any], *, minimum: int = MIN_CU
 def check_benchmarks(admin: psycopg.Connection[Any] | None = None) -> CheckResult:
     """Criterion 6: the latest `labhelpers bench` results meet the lesson's targets (p95 <= target).
 
+    :param admin: when given, only results measured on its database count (a benchmark of another
+        database says nothing about this one).
     Skipped (passed None) when there are no results yet. Returns the result; evidence ``results``.
     """
     skip = CheckResult("benchmarks", None, "no benchmark results: run `labhelpers bench` first")
@@ -704,7 +706,7 @@ def check_benchmarks(admin: psycopg.Connection[Any] | None = None) -> CheckResul
     if latest is None:
         return skip
     try:
-        results = latest()
+        results = latest(database=admin.info.dbname if admin is not None else None)
     except (LabError, FileNotFoundError) as e:
         log.info("no benchmark results: %s", e)
         return skip

@@ -80,6 +80,8 @@ GRANT INSERT, UPDATE ON tenants TO app_admin;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenant_users, contacts, leads, activities TO app_user, app_admin;
 GRANT SELECT ON tenant_users, contacts, leads, activities TO app_readonly;
+-- The pipeline rollup is derived from leads by a trigger (01, section 9): readable, never writable.
+GRANT SELECT ON lead_pipeline_hourly TO app_user, app_readonly, app_admin;
 
 -- The keys are uuids, so there are no sequences today; this keeps any future serial column usable.
 DO $$
@@ -176,6 +178,7 @@ SELECT lab_secure_table('tenant_users');
 SELECT lab_secure_table('contacts');
 SELECT lab_secure_table('leads');
 SELECT lab_secure_table('activities');
+SELECT lab_secure_table('lead_pipeline_hourly');   -- derived rows are tenant rows too (PITFALLS 24)
 
 -- Any partitions that already exist (when this file is re-run after 05).
 SELECT lab_secure_partition(relid) FROM pg_partition_tree('activities') WHERE level > 0 ORDER BY relid;

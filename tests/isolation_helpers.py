@@ -66,6 +66,7 @@ class World:
     columns: dict[str, list[str]]    # insertable (non-generated) columns per table
     unique_text: dict[str, list[str]]  # per table: the last text column of each non-primary unique key
     pk: dict[str, list[str]]         # primary key columns per table
+    read_only: set[str]              # tables no application role may write (derived data, e.g. rollups)
 
     def table(self, name: str) -> TenantTable:
         return next(t for t in self.tables if t.name == name)
@@ -115,10 +116,24 @@ def load_world(dsn: str) -> World:
                 text_cols = [c for c, ty in zip(cols, types) if ty == "text"]
                 if text_cols and text_cols[-1] not in unique_text[rel]:
                     unique_text[rel].append(text_cols[-1])
+        read_only = {n for (n,) in conn.execute(
+            """SELECT t FROM unnest(%s::text[]) AS t
+                WHERE NOT EXISTS (SELECT 1 FROM unnest(%s::text[]) AS r
+                                   WHERE has_table_privilege(r, t::regclass, 'INSERT, UPDATE, DELETE'))""",
+            (names, list(db.APP_ROLES)),
+        ).fetchall()}
     return World(
         dsn, tenants, [t for t in everything if t.kind != "partition"], [t for t in everything if t.kind == "partition"],
-        columns, unique_text, pk,
+        columns, unique_text, pk, read_only,
     )
+
+
+def key_match(world: World, table: TenantTable, row: dict[str, Any]) -> tuple[sql.Composable, tuple[Any, ...]]:
+    """A condition matching ``row`` by its table's primary key, and its parameters."""
+    key = world.pk[table.name]
+    cond = sql.SQL("({}) = ({})").format(sql.SQL(", ").join(map(sql.Identifier, key)),
+                                         sql.SQL(", ").join(sql.Placeholder() * len(key)))
+    return cond, tuple(row[c] for c in key)
 
 
 def admin_one(dsn: str, query: str | sql.Composable, params: Any = None) -> Any:
@@ -128,10 +143,21 @@ def admin_one(dsn: str, query: str | sql.Composable, params: Any = None) -> Any:
     return None if row is None else row[0]
 
 
+def _key_of(dsn: str, table: TenantTable) -> list[str]:
+    """The primary key columns of ``table`` (of its parent for a partition), from the catalog."""
+    rel = table.parent if table.kind == "partition" and table.parent else table.name
+    return [str(c) for c in admin_one(dsn, """SELECT ARRAY(
+        SELECT a.attname::text FROM pg_constraint AS c
+         CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+         WHERE c.conrelid = %s::regclass AND c.contype = 'p' ORDER BY k.ord)""", (rel,))] or ["id"]
+
+
 def sample_row(dsn: str, table: TenantTable, tenant_id: str) -> dict[str, Any]:
     """One row of ``tenant_id`` in ``table`` (as a JSON-ready dict), read by the administrator."""
-    q = sql.SQL("SELECT to_jsonb(t) FROM {} AS t WHERE {} = %s ORDER BY id LIMIT 1").format(
-        sql.SQL(table.name), sql.Identifier(table.tenant_column)
+    q = sql.SQL("SELECT to_jsonb(t) FROM {} AS t WHERE {} = %s ORDER BY {} LIMIT 1").format(
+        sql.SQL(table.name), sql.Identifier(table.tenant_column),
+        sql.SQL(", ").join(map(sql.Identifier, _key_of(dsn, table))),
     )
     row = admin_one(dsn, q, (tenant_id,))
     assert row is not None, f"the seed data has no row of tenant {tenant_id} in {table.name}"
@@ -139,18 +165,20 @@ def sample_row(dsn: str, table: TenantTable, tenant_id: str) -> dict[str, Any]:
 
 
 def row_exists(dsn: str, table: TenantTable, row: dict[str, Any]) -> Any:
-    """The row (to_jsonb) with the same tenant and id, as the administrator sees it now, or None."""
-    q = sql.SQL("SELECT to_jsonb(t) FROM {} AS t WHERE {} = %s AND id = %s").format(
-        sql.SQL(table.name), sql.Identifier(table.tenant_column)
+    """The row (to_jsonb) with the same primary key, as the administrator sees it now, or None."""
+    key = _key_of(dsn, table)
+    q = sql.SQL("SELECT to_jsonb(t) FROM {} AS t WHERE ({}) = ({})").format(
+        sql.SQL(table.name), sql.SQL(", ").join(map(sql.Identifier, key)),
+        sql.SQL(", ").join(sql.Placeholder() * len(key)),
     )
-    return admin_one(dsn, q, (row[table.tenant_column], row["id"]))
+    return admin_one(dsn, q, tuple(row[c] for c in key))
 
 
 def new_version(world: World, table: TenantTable, row: dict[str, Any], *, tenant_id: str, keep_id: bool = False) -> dict[str, Any]:
     """A copy of ``row`` for ``tenant_id`` with a new id and unique text values changed, insertable columns only."""
     out = {c: row.get(c) for c in world.columns[table.name]}
     tag = uuid.uuid4().hex[:8]
-    if not keep_id:
+    if not keep_id and "id" in out:
         out["id"] = str(uuid.uuid4())
     out[table.tenant_column] = tenant_id
     for c in world.unique_text[table.name]:

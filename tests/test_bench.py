@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labhelpers import bench, datagen, db, stages
+from labhelpers import bench, checks, datagen, db, stages
 from labhelpers.cli import cli
 from labhelpers.errors import LabError
 
@@ -114,6 +114,9 @@ def test_bench_at_small_scale(seeded_dsn: str, tmp_path: Path, monkeypatch: pyte
     # the same count through the tuned query: same answer
     tuned = {r["key"]: r for r in timed if r["tenant"] == "acme"}
     assert tuned["scenario2"]["result_value"] == tuned["scenario2_tuned"]["result_value"] > 0
+    # each tuned query whose answer is determined gives the verbatim query's answer (checked by the bench)
+    for key in ("test2_tuned", "test2_rollup", "test3_tuned", "scenario2_tuned"):
+        assert tuned[key]["same_result_as_verbatim"] is True, key
     # one record per lesson benchmark and tenant counts for the success criterion
     crit = [r for r in timed if r.get("criterion")]
     assert len(crit) == len({(r["lesson"], r["tenant"]) for r in timed if r.get("target_ms")})
@@ -138,6 +141,13 @@ def test_bench_at_small_scale(seeded_dsn: str, tmp_path: Path, monkeypatch: pyte
     latest = bench.latest_results("small")
     assert latest and all({"p95_ms", "target_ms"} <= set(v) for v in latest.values())
     assert bench.latest_results("xl") is None
+    # the criterion counts only results measured on the database it is checking
+    assert bench.latest_results(database=results["database"]) == latest
+    assert bench.latest_results(database="another_database") is None
+    with psycopg.connect(seeded_dsn) as admin:
+        assert checks.check_benchmarks(admin).passed is not None
+    with psycopg.connect(db.with_dbname(seeded_dsn, "postgres")) as elsewhere:
+        assert checks.check_benchmarks(elsewhere).passed is None
 
 
 def test_bench_refuses_another_scale(seeded_dsn: str, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from isolation_helpers import (
     app,
     in_tenant,
     insert_stmt,
+    key_match,
     load_world,
     new_version,
     row_exists,
@@ -54,8 +55,8 @@ def count_stmt(t: TenantTable, where: str = "") -> sql.Composable:
 
 
 def writable(world: World) -> list[TenantTable]:
-    """Top-level tables app_user may write (all but tenants, which only app_admin may change)."""
-    return [t for t in world.tables if t.name != "tenants"]
+    """Top-level tables app_user may write: all but tenants (app_admin's) and derived, read-only tables."""
+    return [t for t in world.tables if t.name not in world.read_only and t.name != "tenants"]
 
 
 def foreign_keys(dsn: str, world: World) -> list[dict[str, Any]]:
@@ -161,8 +162,9 @@ def test_cross_tenant_reads_see_nothing(world: World) -> None:
                     continue
                 for t in world.tables:
                     theirs = sample_row(world.dsn, t, other.id)
+                    cond, key = key_match(world, t, theirs)
                     with in_tenant(conn, me.id):
-                        by_id = conn.execute(count_stmt(t, "WHERE id = %s"), (theirs["id"],)).fetchone()[0]  # type: ignore[index]
+                        by_id = conn.execute(count_stmt(t, "WHERE ") + cond, key).fetchone()[0]  # type: ignore[index]
                         by_filter = conn.execute(
                             sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(sql.SQL(t.name), sql.Identifier(t.tenant_column)),
                             (other.id,),
@@ -753,8 +755,10 @@ def test_app_readonly_cannot_write_at_all(world: World) -> None:
             with in_tenant(conn, me.id, me.user("admin")):
                 n = conn.execute(count_stmt(t)).fetchone()[0]  # type: ignore[index]
                 ins = sqlstate_of(conn, *insert_stmt(t, new_version(world, t, row, tenant_id=me.id)))
-                upd = sqlstate_of(conn, sql.SQL("UPDATE {} SET id = id WHERE id = %s").format(sql.SQL(t.name)), (row["id"],))
-                dele = sqlstate_of(conn, sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.SQL(t.name)), (row["id"],))
+                cond, key = key_match(world, t, row)
+                first = sql.Identifier(world.pk[t.name][0])
+                upd = sqlstate_of(conn, sql.SQL("UPDATE {} SET {} = {} WHERE ").format(sql.SQL(t.name), first, first) + cond, key)
+                dele = sqlstate_of(conn, sql.SQL("DELETE FROM {} WHERE ").format(sql.SQL(t.name)) + cond, key)
                 foreign = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} <> %s").format(
                     sql.SQL(t.name), sql.Identifier(t.tenant_column)), (me.id,)).fetchone()[0]  # type: ignore[index]
             p.expect(n > 0, f"app_readonly cannot read {t.name}")
