@@ -311,11 +311,12 @@ def plot_latencies(
     gs = fig.add_gridspec(2, 1, height_ratios=[2.6, 0.5 + 0.45 * len(names)])
     ax = fig.add_subplot(gs[0])
     axb = fig.add_subplot(gs[1], sharex=ax)
-    colors = colormaps["tab10"]
+    # One colour per series, the same in both panels: tab10, then Dark2 beyond 10 series (18 distinct).
+    palette = [colormaps["tab10"](i) for i in range(10)] + [colormaps["Dark2"](i) for i in range(8)]
     stats = []
     for i, name in enumerate(names):
         v = np.sort(df.loc[df["name"] == name, "ms"].to_numpy())
-        c = colors(i % 10)
+        c = palette[i % len(palette)]
         p50, p95, p99 = (float(np.percentile(v, q)) for q in (50, 95, 99))
         stats.append((name, p50, p95, p99, len(v)))
         y = np.arange(1, len(v) + 1) / len(v)
@@ -354,7 +355,7 @@ def plot_latencies(
     bp = axb.boxplot(data, positions=pos, orientation="horizontal", widths=0.55, whis=(1, 99),
                      showfliers=True, patch_artist=True, flierprops={"markersize": 3, "alpha": 0.5})
     for i, patch in enumerate(bp["boxes"]):
-        patch.set_facecolor(colors(i % 10))
+        patch.set_facecolor(palette[i % len(palette)])
         patch.set_alpha(0.45)
     for (name, p50, p95, p99, _), y in zip(stats, pos):
         axb.plot([p95], [y], marker="s", color="black", markersize=5, linestyle="none")
