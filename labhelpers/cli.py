@@ -205,8 +205,10 @@ def build_cmd(dsn: str | None, through: str | None) -> None:
               help="Where executed notebooks are saved (default runs/latest).")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds allowed per cell.")
 @click.option("--no-prepare", is_flag=True, help="Do not build the schema or seed data first.")
+@click.option("--replace", is_flag=True,
+              help="If the database holds generated data of another scale or seed, replace it (generated rows only).")
 def run_cmd(dsn: str | None, notebooks: tuple[str, ...], parameters: tuple[tuple[str, str], ...],
-            scale: str, out_dir: Path | None, timeout: float, no_prepare: bool) -> None:
+            scale: str, out_dir: Path | None, timeout: float, no_prepare: bool, replace: bool) -> None:
     """Run the whole course headless and end with a summary (the README's first command).
 
     Prepares the database (schema, data at --scale), then executes each notebook with papermill,
@@ -251,8 +253,8 @@ def run_cmd(dsn: str | None, notebooks: tuple[str, ...], parameters: tuple[tuple
 
     kwargs = {"out_dir": out_dir} if out_dir else {}
     results = runner.run_course(dsn=dsn, notebooks=notebooks, parameters=params, scale=scale, timeout=timeout,
-                                prepare=not no_prepare, on_start=started, on_result=show_result,
-                                on_progress=on_progress, **kwargs)
+                                prepare=not no_prepare, replace=replace, on_start=started,
+                                on_result=show_result, on_progress=on_progress, **kwargs)
     table = Table(title="Summary")
     for column in ("step", "status", "seconds", "failing cell", "error (or detail)"):
         table.add_column(column)

@@ -171,6 +171,7 @@ def run_course(
     out_dir: Path = DEFAULT_OUT,
     timeout: float | None = 600,
     prepare: bool = True,
+    replace: bool = False,
     notebook_dir: Path = NOTEBOOK_DIR,
     on_start: Callable[[str], None] | None = None,
     on_result: Callable[[StepResult], None] | None = None,
@@ -187,6 +188,7 @@ def run_course(
     :param notebooks: names, numbers or paths (`course_notebooks`); empty for the whole course.
     :param out_dir: where the executed notebooks are saved, failed ones included.
     :param timeout: seconds allowed per cell.
+    :param replace: let the data step replace generated data of another scale or seed (`datagen.seed`).
     :param on_start: called with a step's name before it runs (progress).
     :param on_result: called with each result as soon as it is known.
     :param on_progress: the data step's progress, ``(task, done, total)`` (see `datagen.rich_progress`).
@@ -223,7 +225,7 @@ def run_course(
     def seed_data() -> str:
         from . import datagen
 
-        return datagen.seed(resolved["dsn"], scale=scale, on_progress=on_progress).summary()
+        return datagen.seed(resolved["dsn"], scale=scale, replace=replace, on_progress=on_progress).summary()
 
     if not record("database", lambda: _step("database", check_database)):
         return results

@@ -86,6 +86,20 @@ def test_run_course_runs_every_notebook_even_after_a_failure(fresh_dsn: str, tmp
     assert (tmp_path / "out" / "01-broken.ipynb").exists() and (tmp_path / "out" / "02-ok.ipynb").exists()
 
 
+def test_run_course_replaces_another_scale_only_when_asked(fresh_dsn: str, tmp_path: Path) -> None:
+    course = tmp_path / "course"   # no notebooks: only the database, schema and data steps
+    course.mkdir()
+
+    def run(scale: str, **kw: bool) -> list[runner.StepResult]:
+        return runner.run_course(dsn=fresh_dsn, notebook_dir=course, out_dir=tmp_path / "out", scale=scale, **kw)
+
+    assert [(r.name, r.ok) for r in run("tiny")] == [("database", True), ("schema", True), ("data", True)]
+    refused = run("small")[-1]
+    assert refused.name == "data" and not refused.ok and "--replace" in refused.detail
+    replaced = run("small", replace=True)[-1]
+    assert replaced.ok and "loaded scale small" in replaced.detail, replaced.detail
+
+
 def test_run_course_stops_when_the_database_is_unreachable(tmp_path: Path) -> None:
     results = runner.run_course(dsn="postgresql://postgres:x@127.0.0.1:1/none", notebook_dir=FIXTURES,
                                 out_dir=tmp_path)
