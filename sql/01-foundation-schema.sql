@@ -311,10 +311,15 @@ CREATE INDEX IF NOT EXISTS activities_tenant_assigned_to_idx ON activities (tena
 --   * The maintenance function is SECURITY DEFINER (the app roles have no write privilege on the
 --     rollup) with a pinned search_path; it only ever writes what the transition tables hold, i.e.
 --     rows that already passed the leads policies.
+--   * It sums the column value. Test 2 sums custom_fields->>'value', which mirrors it (leads_custom_
+--     value_check): the two agree as long as writers write both, as every writer of this lab does; a
+--     lead without the custom field counts in the rollup and not in the verbatim query.
 --   * The cost: every write of a lead also updates one rollup row per (hour, stage) it touches, and
 --     two transactions adding leads to the same tenant, hour and stage take turns on that row (the
 --     second waits for the first to commit). Right for a CRM's lead rate; a firehose of events
 --     would batch its writes instead.
+--   * On Citus, triggers on distributed tables need citus.enable_unsafe_triggers (the rollup is
+--     keyed by tenant_id, so it is co-located with leads and each trigger stays on one shard).
 CREATE TABLE IF NOT EXISTS lead_pipeline_hourly (
     tenant_id   uuid        NOT NULL,
     hour        timestamptz NOT NULL,
