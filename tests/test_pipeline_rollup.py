@@ -149,7 +149,8 @@ def test_concurrent_writers_to_one_bucket_both_count(world: World) -> None:
     """Two transactions adding a lead to the same tenant, hour and stage: the second waits, then adds."""
     me = world.tenants[0]
     with app(world.dsn) as a, app(world.dsn) as b:
-        bucket = "FROM lead_pipeline_hourly WHERE stage = 'new' AND hour = date_trunc('hour', now(), 'UTC')"
+        when = "timestamptz '2026-01-15 10:30:00+00'"   # one fixed bucket (now() could cross an hour)
+        bucket = "FROM lead_pipeline_hourly WHERE stage = 'new' AND hour = '2026-01-15 10:00:00+00'"
         for c in (a, b):
             c.autocommit = False
             c.execute("SELECT set_config('app.current_tenant', %s, false), set_config('app.current_user_id', %s, false)",
@@ -157,11 +158,11 @@ def test_concurrent_writers_to_one_bucket_both_count(world: World) -> None:
             c.commit()
         before = a.execute(f"SELECT coalesce(sum(lead_count), 0) {bucket}").fetchone()[0]  # type: ignore[index]
         a.commit()
-        insert_lead(a, me.id, "new", "5", "now()")               # a holds the bucket's row lock
+        insert_lead(a, me.id, "new", "5", when)                  # a holds the bucket's row lock
         done = threading.Event()
 
         def second() -> None:
-            insert_lead(b, me.id, "new", "6", "now()")
+            insert_lead(b, me.id, "new", "6", when)
             b.commit()
             done.set()
 
