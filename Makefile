@@ -32,9 +32,11 @@ lab: $(STAMP)
 	$(BIN)/labhelpers db up
 	$(BIN)/jupyter lab notebooks/
 
-## bench: the lesson's benchmark targets at the large scale, in a database of its own (bench_large)
+## bench: every figure of README's Performance section: the loading methods compared (beside pgbench -i),
+## then the lesson's benchmark targets at the large scale, in a database of its own (bench_large)
 BENCH_DB := bench_large
 bench: $(STAMP)
+	$(BIN)/labhelpers bench-load --rows 1000000
 	$(BIN)/python -c "from labhelpers import db; db.create_database(db.resolve_dsn(), '$(BENCH_DB)', exist_ok=True)"
 	$(BIN)/labhelpers seed --scale large --dsn "$$($(BIN)/python -c "from labhelpers import db; print(db.with_dbname(db.resolve_dsn(), '$(BENCH_DB)'))")"
 	$(BIN)/labhelpers bench --scale large --dsn "$$($(BIN)/python -c "from labhelpers import db; print(db.with_dbname(db.resolve_dsn(), '$(BENCH_DB)'))")"

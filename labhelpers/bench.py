@@ -60,6 +60,7 @@ __all__ = [
     "TARGETS_MS",
     "latest_results",
     "load_results",
+    "machine_info",
     "percentile",
     "report_markdown",
     "run_bench",
@@ -370,7 +371,8 @@ def _pick_tenants(conn: psycopg.Connection) -> list[_Tenant]:
     return picked
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """The machine the figures come from: CPU model, cores, RAM, platform, load average."""
     import psutil
 
     model = platform.processor() or ""
@@ -563,7 +565,7 @@ def run_bench(
             "scale": scale_name, "seed_run": _seed_info(admin), "database": db.dbname_of(admin_dsn),
             "repeat": repeat, "warmup": warmup, "prepared_statements": False,
             "timing": "client wall clock per execute + fetch (one round trip over localhost TCP), ms",
-            "machine": _machine(), "server": _server(admin),
+            "machine": machine_info(), "server": _server(admin),
             "tenants": [asdict(t) for t in tenants],
             "targets_ms": TARGETS_MS, "margin_required": MARGIN,
             "benchmarks": [], "rls_overhead": [], "policy_variants": [], "leakproof": [],

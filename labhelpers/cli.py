@@ -435,6 +435,41 @@ def bench_cmd(dsn: str | None, scale: str | None, repeat: int, out_dir: Path | N
         sys.exit(1)
 
 
+@cli.command("bench-load")
+@dsn_option
+@click.option("--rows", type=click.IntRange(100, 100_000_000), default=1_000_000, show_default=True,
+              help="Rows each method loads.")
+@click.option("--jobs", type=click.IntRange(1, 16), default=None,
+              help="Parallel streams for the methods that have them (default: cores, max 4).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where results.json and report.md go (default runs/bench-load).")
+def bench_load_cmd(dsn: str | None, rows: int, jobs: int | None, out_dir: Path | None) -> None:
+    """Compare ways of loading data on this server, beside pgbench -i: rows/s, MB/s, time to query-ready.
+
+    INSERT ... SELECT generate_series (1 and N streams, indexes during or after), COPY BINARY and
+    COPY FREEZE from Python, pgbench -i (client- and server-side), and labhelpers seed itself, each
+    into a fresh table of a scratch database (lab_loadbench, dropped afterwards).
+
+    Example: labhelpers bench-load --rows 1000000
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from . import loadbench
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("bench-load", total=None)
+        results = loadbench.compare_loads(
+            dsn, rows=rows, jobs=jobs or max(1, min(4, os.cpu_count() or 1)), out_dir=out_dir,
+            on_progress=lambda _t, done, total: progress.update(task, completed=done, total=total))
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=180)
+    console.print(loadbench.summary_table(results))
+    out = Path(out_dir) if out_dir else loadbench.DEFAULT_OUT
+    console.print(f"results: {out / 'results.json'}, {out / 'report.md'}")
+
+
 def _parse_value(text: str) -> Any:
     """Notebook parameters from the command line: numbers and booleans as such, else strings."""
     try:
