@@ -31,8 +31,9 @@ activities. What it promises:
   sample of every table is audited with ``lab_custom_field_problems`` (zero problems or the run fails).
   ``validate=True`` keeps the trigger on instead (the tests do, at the tiny scale).
 - **Derived data kept exact.** A superuser's bulk load runs with ``session_replication_role = replica``
-  (no trigger fires), so the leads' pipeline rollup (``lead_pipeline_hourly``, sql/01 section 9) is
-  recomputed from leads in one statement after the load; otherwise its triggers keep it as rows arrive.
+  (no trigger fires), so the rollups (``lead_pipeline_hourly``, sql/01 section 9;
+  ``contact_segment_counts``, sql/04 section 5) are recomputed in one statement each after the load;
+  otherwise their triggers keep them as rows arrive.
 
 Generated rows are recognisable by their ids: UUIDv7 (timestamp = ``created_at``) with the fixed bits
 ``....-75ed-a1ab-....`` (``substr(id::text, 15, 9) = '75ed-a1ab'``). The three scenario tenants of
@@ -123,6 +124,8 @@ GENERATED_ID_MARK = "75ed-a1ab"  # substr(id::text, 15, 9) of every generated ro
 _EPOCH_MS = 1_704_067_200_000  # 2024-01-01 00:00:00+00: tenants and users are dated from here
 _KIND = {"tenant": 0, "user": 1, "contact": 2, "lead": 3, "activity": 4}
 _LOCK_KEY = 0x5EED_1AB5  # advisory lock: one seeder per database at a time
+# Derived tables kept by statement triggers, recomputed after a load that fired no trigger.
+_ROLLUP_REBUILDS = ("lab_rebuild_lead_pipeline", "lab_rebuild_contact_segments")
 
 
 @dataclass(frozen=True)
@@ -1197,8 +1200,11 @@ def _restore_ddl(ctx: _Ctx, ddl: Sequence[Mapping[str, Any]], jobs: int) -> dict
 
 def _vacuum(ctx: _Ctx, jobs: int) -> float:
     t0 = time.perf_counter()
-    tables = ["activities", "contacts", "leads", "tenant_users", "tenants", "custom_field_definitions",
-              "lead_pipeline_hourly"]   # the rollup the leads triggers filled during the load
+    with _connect(ctx.dsn) as conn:   # the rollups exist from stages 01 and 04 (a partial build may lack one)
+        tables = [t for (t,) in conn.execute(
+            "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NOT NULL",
+            (["activities", "contacts", "leads", "tenant_users", "tenants", "custom_field_definitions",
+              "lead_pipeline_hourly", "contact_segment_counts"],)).fetchall()]
     done = 0
     lock = threading.Lock()
 
@@ -1451,11 +1457,14 @@ def _seed_locked(conn: psycopg.Connection, admin: str, shape: Shape, *, seed: in
     loaded_rows = sum(p.rows for p in todo)
     timings["load"] = timings.get("load", 0) + load_s
 
-    # 3b. derived data: as session_replication_role = replica no trigger fired, so the leads' pipeline
-    # rollup (sql/01 section 9) is recomputed from leads in one statement, as any bulk load must.
+    # 3b. derived data: as session_replication_role = replica no trigger fired, so the rollups (the leads'
+    # pipeline, sql/01 section 9; the contacts' segments, sql/04 section 5) are recomputed in one
+    # statement each, as any bulk load must.
     if ctx.replica:
         t0 = time.perf_counter()
-        conn.execute("SELECT lab_rebuild_lead_pipeline()")
+        for rebuild in _ROLLUP_REBUILDS:
+            if conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (f"{rebuild}()",)).fetchone()[0]:  # type: ignore[index]
+                conn.execute(f"SELECT {rebuild}()")
         timings["rollup"] = timings.get("rollup", 0) + time.perf_counter() - t0
 
     # 4. vacuum + analyze: the visibility map (index-only scans) and the statistics. In bulk mode this

@@ -289,7 +289,8 @@ def _course_seed(scratch_dsn: str, rows: int, jobs: int) -> LoadResult:
     return LoadResult(
         f"labhelpers seed (3 x {contacts:,} contacts, the course schema)", int(st.get("jobs", jobs)), loaded,
         load_s, size, secs.get("keys_indexes"), secs.get("vacuum_analyze"), st.get("total_seconds"),
-        f"INSERT ... SELECT generate_series, {mode}; 4 tables, 31 keys and indexes, RLS, triggers off")
+        f"INSERT ... SELECT generate_series, {mode}; 4 tables with all their keys, GIN and btree indexes, "
+        "RLS, rollups")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_bench_at_small_scale(seeded_dsn: str, tmp_path: Path, monkeypatch: pyte
     tuned = {r["key"]: r for r in timed if r["tenant"] == "acme"}
     assert tuned["scenario2"]["result_value"] == tuned["scenario2_tuned"]["result_value"] > 0
     # each tuned query whose answer is determined gives the verbatim query's answer (checked by the bench)
-    for key in ("test2_tuned", "test2_rollup", "test3_tuned", "scenario2_tuned"):
+    for key in ("test2_tuned", "test2_rollup", "test3_tuned", "scenario2_tuned", "scenario2_rollup"):
         assert tuned[key]["same_result_as_verbatim"] is True, key
     # one record per lesson benchmark and tenant counts for the success criterion
     crit = [r for r in timed if r.get("criterion")]
