@@ -461,6 +461,18 @@ def _server(conn: psycopg.Connection) -> dict[str, Any]:
     return {"version": version, "settings": {**settings, **extra}, "leakproof": leakproof, "table_sizes": sizes}
 
 
+def _checkpoint(conn: psycopg.Connection) -> bool:
+    """CHECKPOINT before timing, so that writing back a fresh load's dirty pages does not run beside the
+    timed queries (a superuser or pg_checkpoint member may; returns whether it happened)."""
+    try:
+        conn.execute("CHECKPOINT")
+    except psycopg.errors.InsufficientPrivilege:
+        log.warning("bench: no CHECKPOINT first (needs a superuser or pg_checkpoint): a fresh load's writeback "
+                    "may show in the tails")
+        return False
+    return True
+
+
 def _seed_info(conn: psycopg.Connection) -> dict[str, Any] | None:
     from . import datagen
 
@@ -592,12 +604,13 @@ def run_bench(
             raise LabError(f"the seed of scale {run.scale} is incomplete: run `labhelpers seed --scale {run.scale}` "
                            "again to finish it")
         scale_name = run.scale if run else "seed-tenants"
+        checkpointed = _checkpoint(admin)
         tenants = _pick_tenants(admin)
         results: dict[str, Any] = {
             "version": RESULTS_VERSION,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "scale": scale_name, "seed_run": _seed_info(admin), "database": db.dbname_of(admin_dsn),
-            "repeat": repeat, "warmup": warmup, "prepared_statements": False,
+            "repeat": repeat, "warmup": warmup, "prepared_statements": False, "checkpoint_first": checkpointed,
             "timing": "client wall clock per execute + fetch (one round trip over localhost TCP), values received "
                       "as text as psql's \\timing does, ms",
             "machine": machine_info(), "server": _server(admin),
