@@ -29,6 +29,7 @@ __all__ = [
     "LAB_DB",
     "EmbeddedServer",
     "ServerStatus",
+    "TRANSACTION_POOLING",
     "connect",
     "create_database",
     "drop_database",
@@ -427,8 +428,16 @@ def _connect_raw(conninfo: str, *, autocommit: bool, **kwargs: object) -> psycop
         raise LabError(f"invalid DSN {redact(conninfo)!r}: {_first_line(e)}") from None
 
 
+# Connection options for a client behind a transaction pooler (PgBouncer ``pool_mode = transaction``),
+# where each transaction may run on another server connection: no server-side prepared statements, so
+# no statement name can resolve to another client's statement there (PITFALLS 26). Pass them to
+# psycopg_pool as ``ConnectionPool(dsn, kwargs=TRANSACTION_POOLING)``.
+TRANSACTION_POOLING: dict[str, object] = {"prepare_threshold": None}
+
+
 def connect(
-    dsn: str | None = None, *, role: str | None = None, autocommit: bool = False
+    dsn: str | None = None, *, role: str | None = None, autocommit: bool = False,
+    transaction_pooling: bool = False,
 ) -> psycopg.Connection:
     """Open a psycopg connection to the lab database.
 
@@ -436,11 +445,16 @@ def connect(
     :param role: None for the administrator (the schema owner), or one of ``APP_ROLES``: a real login
         as that role (not ``SET ROLE``, which the session could undo), so RLS applies.
     :param autocommit: passed to psycopg.
+    :param transaction_pooling: the DSN leads to a transaction pooler (PgBouncer in transaction mode,
+        before 1.21 or without ``max_prepared_statements``): never prepare statements on the server
+        (psycopg otherwise prepares a query from its 6th execution). Always right behind a pooler;
+        costs a re-plan per execution.
     Raise LabError if the server cannot be reached or the role does not exist yet.
     """
     admin = resolve_dsn(dsn)
+    options = TRANSACTION_POOLING if transaction_pooling else {}
     if role is None:
-        return _connect_raw(admin, autocommit=autocommit)
+        return _connect_raw(admin, autocommit=autocommit, **options)
     if role not in APP_ROLES:
         raise LabError(f"unknown role {role!r}; expected one of: {', '.join(APP_ROLES)}")
     with _connect_raw(admin, autocommit=True) as conn:
@@ -449,7 +463,7 @@ def connect(
         raise LabError(
             f"role {role} does not exist yet: build the RLS stage first (`labhelpers build --through 02`)"
         )
-    return _connect_raw(role_dsn(admin, role), autocommit=autocommit)
+    return _connect_raw(role_dsn(admin, role), autocommit=autocommit, **options)
 
 
 def role_dsn(dsn: str, role: str) -> str:

@@ -204,7 +204,7 @@ def compare_roles(
             if role is not None and login is None:
                 conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
             if tenant == "":
-                conn.execute("SELECT set_config('app.current_tenant', '', false)")
+                tenants.set_setting(conn, tenants.TENANT_SETTING, "", local=False)
             elif found is not None:
                 tenants.use_tenant(conn, found)
             who = whoami(conn, table=table)
@@ -293,7 +293,7 @@ def what_if(
         if role is not None:
             conn.execute(_sql.SQL("SET LOCAL ROLE {}").format(_sql.Identifier(role)))
         if found is not None:
-            conn.execute("SELECT set_config('app.current_tenant', %s, true)", (str(found.id),))
+            tenants.set_setting(conn, tenants.TENANT_SETTING, str(found.id), local=True)
         yield conn
 
 

@@ -6,7 +6,12 @@ set them, and the difference matters behind a connection pool (PITFALLS 7):
 - ``use_tenant(conn, t)``: for the whole session, like the lesson's ``SET app.current_tenant``. Fine on a
   connection you own (a notebook); behind a pool the next client inherits it.
 - ``with tenant(conn, t):``: for one transaction only (``set_config(..., true)``); when it ends the
-  setting reads ``''`` again, which the policies treat as "no tenant": zero rows. Pool-safe.
+  setting reads ``''`` again, which the policies treat as "no tenant": zero rows. Pool-safe, also
+  behind a transaction pooler such as PgBouncer (its docstring says what it guards against).
+
+Behind a transaction pooler, connect with ``db.connect(..., transaction_pooling=True)``: server-side
+prepared statements and a transaction pooler do not mix (PITFALLS 26), whatever sets the tenant.
+Every statement here that sets or reads the context runs unprepared and reads back what is in force.
 
 Values are always bound as parameters through ``set_config`` (``SET`` cannot take one, PITFALLS 8).
 """
@@ -24,10 +29,14 @@ from psycopg import pq
 
 from .errors import LabError
 
-__all__ = ["Tenant", "current_tenant", "demonstrate_pool_leak", "find_tenant", "tenant", "use_tenant"]
+__all__ = [
+    "Tenant", "current_tenant", "demonstrate_pool_leak", "find_tenant", "set_setting", "tenant", "use_tenant",
+]
 
 log = logging.getLogger("labhelpers")
 
+TENANT_SETTING = "app.current_tenant"
+USER_SETTING = "app.current_user_id"
 
 
 @dataclass(frozen=True)
@@ -49,14 +58,16 @@ def find_tenant(conn: psycopg.Connection, t: str | uuid.UUID | Tenant) -> Tenant
     if isinstance(t, Tenant):
         return t
     key = str(t).strip()
-    has_lookup = conn.execute("SELECT to_regprocedure('lab_find_tenant(text)') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+    has_lookup = conn.execute(
+        "SELECT to_regprocedure('lab_find_tenant(text)') IS NOT NULL", prepare=False
+    ).fetchone()[0]  # type: ignore[index]
     query = (
         "SELECT id, slug, name FROM lab_find_tenant(%(k)s)"
         if has_lookup
         else "SELECT id, slug, name FROM tenants WHERE slug = %(k)s OR id::text = lower(%(k)s)"
     )
     try:
-        row = conn.execute(query, {"k": key}).fetchone()
+        row = conn.execute(query, {"k": key}, prepare=False).fetchone()
     except psycopg.errors.UndefinedTable:
         raise LabError("there is no tenants table yet: build the schema first (`labhelpers build`)") from None
     if row is None:
@@ -71,21 +82,43 @@ def _user_id(conn: psycopg.Connection, user: str | uuid.UUID | None) -> str:
         return str(uuid.UUID(str(user)))
     except ValueError:
         pass
-    row = conn.execute("SELECT id FROM tenant_users WHERE email = %s", (str(user),)).fetchone()
+    row = conn.execute("SELECT id FROM tenant_users WHERE email = %s", (str(user),), prepare=False).fetchone()
     if row is None:
         raise LabError(f"unknown user {user!r} in this tenant")
     return str(row[0])
 
 
+# pg_catalog-qualified (a function of the same name earlier in search_path cannot stand in), and the
+# setting in force read back in the same statement: the target list is evaluated left to right.
+_SET_AND_READ = (
+    "SELECT pg_catalog.set_config(%(name)s, %(value)s, %(local)s),"
+    " pg_catalog.current_setting(%(name)s, true)"
+)
+
+
+def set_setting(conn: psycopg.Connection, name: str, value: str, *, local: bool) -> None:
+    """Set one context setting and verify, in the same round trip, that it is the one in force.
+
+    Never a server-side prepared statement (``prepare=False``): behind a transaction pooler a prepared
+    statement's name resolves on whatever server connection the transaction lands on, so another
+    client's statement of the same name could run in its place (PITFALLS 26). Raise LabError (and
+    leave the transaction to be rolled back) if the database reports anything else in force.
+    """
+    row = conn.execute(_SET_AND_READ, {"name": name, "value": value, "local": local}, prepare=False).fetchone()
+    if row is None or row[0] != value or row[1] != value:
+        got = None if row is None else row[1]
+        raise LabError(f"{name} should be {value!r} but the server reports {got!r}: refusing to continue")
+
+
 def _set(conn: psycopg.Connection, t: Tenant, user: str | uuid.UUID | None, *, local: bool) -> None:
-    conn.execute("SELECT set_config('app.current_tenant', %s, %s)", (str(t.id), local))
+    set_setting(conn, TENANT_SETTING, str(t.id), local=local)
     try:
         # Resolved after the tenant is set, so an e-mail is looked up inside this tenant only.
         user_id = _user_id(conn, user)
     except LabError:
-        conn.execute("SELECT set_config('app.current_tenant', '', %s)", (local,))  # no half-switch
+        set_setting(conn, TENANT_SETTING, "", local=local)  # no half-switch
         raise
-    conn.execute("SELECT set_config('app.current_user_id', %s, %s)", (user_id, local))
+    set_setting(conn, USER_SETTING, user_id, local=local)
 
 
 def use_tenant(
@@ -109,22 +142,54 @@ def use_tenant(
 
 
 @contextmanager
+def _unprepared(conn: psycopg.Connection) -> Iterator[None]:
+    """No statement of the block is prepared or runs as an earlier prepared one (PITFALLS 26)."""
+    saved = conn.prepare_threshold
+    conn.prepare_threshold = None
+    try:
+        yield
+    finally:
+        conn.prepare_threshold = saved
+
+
+@contextmanager
 def tenant(
     conn: psycopg.Connection, t: str | uuid.UUID | Tenant, *, user: str | uuid.UUID | None = None
 ) -> Iterator[Tenant]:
     """Run the block in one transaction with the tenant set for that transaction only (pool-safe).
 
-    Raise LabError if the tenant or user is unknown.
+    Safe behind a transaction pooler (PgBouncer ``pool_mode = transaction``), where consecutive
+    transactions of one client may run on different server connections:
+
+    - the setting is ``set_config(..., true)``: it ends with the transaction, and the next client of
+      the server connection inherits nothing;
+    - no statement of the block is a server-side prepared statement, so none can be swapped for
+      another client's statement of the same name; still, connect with
+      ``db.connect(..., transaction_pooling=True)`` behind such a pooler, so that nothing outside the
+      block prepares either (psycopg's ``DEALLOCATE ALL`` after a rollback deletes other clients'
+      statements);
+    - the setting is verified when set (``set_config`` returns it) and again before the commit: if
+      anything in the block changed the tenant in force, the transaction is rolled back.
+
+    Raise LabError if the tenant or user is unknown, or if the tenant in force is not the one asked for.
     """
-    with conn.transaction():
+    with _unprepared(conn), conn.transaction():
         found = find_tenant(conn, t)
         _set(conn, found, user, local=True)
         yield found
+        now = conn.execute("SELECT pg_catalog.current_setting(%s, true)", (TENANT_SETTING,)).fetchone()
+        if now is None or now[0] != str(found.id):
+            raise LabError(
+                f"the tenant in force changed inside the block (now {None if now is None else now[0]!r},"
+                f" not {found.slug}): rolled back"
+            )
 
 
 def current_tenant(conn: psycopg.Connection) -> str | None:
     """The tenant the policies see right now (a UUID string), or None when unset or empty."""
-    value = conn.execute("SELECT current_setting('app.current_tenant', true)").fetchone()[0]  # type: ignore[index]
+    value = conn.execute(
+        "SELECT pg_catalog.current_setting('app.current_tenant', true)", prepare=False
+    ).fetchone()[0]  # type: ignore[index]
     return value or None
 
 

@@ -65,6 +65,40 @@ END
 $$;
 
 
+-- One shared login role shares its activity (PITFALLS 27): any app_user session can read, in
+-- pg_stat_activity, pg_stat_get_activity(NULL) and pg_stat_get_backend_activity(), the full text of
+-- the statement another app_user session is running -- another tenant's search terms, e-mails and
+-- custom-field values, wherever they sit in SQL text as literals. Revoking those views and functions
+-- is per database while activity is cluster-wide; switching statement tracking off for the roles
+-- closes every path at once, on every database of the server (roles are cluster-wide):
+--
+--     ALTER ROLE app_user     SET track_activities = off;
+--     ALTER ROLE app_readonly SET track_activities = off;
+--     ALTER ROLE app_admin    SET track_activities = off;
+--
+-- track_activities is superuser-only, so the roles cannot switch it back on (not with SET, RESET,
+-- set_config nor a startup option). The cost: the DBA's pg_stat_activity shows these sessions with
+-- state 'disabled' and no statement text (pg_stat_statements, pg_locks and the server log still work).
+-- Below, the same three statements, run only where not yet in force: concurrent builds on one
+-- server must not update the same role at the same moment.
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['app_user', 'app_readonly', 'app_admin'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_roles ro ON ro.oid = s.setrole
+                       WHERE ro.rolname = r AND s.setdatabase = 0
+                         AND 'track_activities=off' = ANY (s.setconfig)) THEN
+            EXECUTE format('ALTER ROLE %I SET track_activities = off', r);
+        END IF;
+    END LOOP;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'not a superuser: statement text of app-role sessions stays visible to every app-role session'
+        ' (ask the DBA for: ALTER ROLE app_user SET track_activities = off, and the same for app_readonly, app_admin)';
+END
+$$;
+
+
 -- -------------------------------------------------------------------------------------------------
 -- Section 2: privileges in this database
 -- -------------------------------------------------------------------------------------------------
