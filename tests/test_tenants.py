@@ -97,8 +97,28 @@ def test_pool_connections_come_back_clean_after_tenant_blocks(shared_built_dsn: 
     with ConnectionPool(db.role_dsn(shared_built_dsn, "app_user"), min_size=1, max_size=1,
                         kwargs={"autocommit": True}) as pool:
         for slug in ("acme", "globex", "initech"):
-            with pool.connection() as conn, tenants.tenant(conn, slug):
-                conn.execute("SELECT count(*) FROM contacts")
+            with pool.connection() as conn, tenants.tenant(conn, slug) as t:
+                assert tenants.current_tenant(conn) == str(t.id), "inside the block: the tenant asked for"
+                assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] > 0
+                assert foreign_rows(conn, t.id) == 0
         with pool.connection() as conn:
             assert tenants.current_tenant(conn) is None
             assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+
+
+def test_tenant_block_never_prepares_and_restores_the_threshold(shared_built_dsn: str) -> None:
+    """PITFALLS 26: nothing inside the block is a server-side prepared statement, even on a default connection."""
+    with db.connect(shared_built_dsn, role="app_user", autocommit=True) as conn:
+        for _ in range(8):
+            with tenants.tenant(conn, "acme"):
+                conn.execute("SELECT count(*) FROM contacts")
+        assert conn.prepare_threshold == 5, "the connection's own setting is back after the block"
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+
+
+def test_transaction_pooling_connection_never_prepares(shared_built_dsn: str) -> None:
+    with db.connect(shared_built_dsn, role="app_user", autocommit=True, transaction_pooling=True) as conn:
+        assert conn.prepare_threshold is None
+        for _ in range(8):
+            conn.execute("SELECT count(*) FROM contacts")
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
