@@ -7,6 +7,7 @@ started on demand with its data directory inside the project (``.lab/pgdata``, g
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -27,14 +28,18 @@ __all__ = [
     "ADMIN_USER",
     "APP_ROLES",
     "LAB_DB",
+    "MIN_SERVER_VERSION",
     "EmbeddedServer",
     "ServerStatus",
     "TRANSACTION_POOLING",
+    "check_server_version",
     "connect",
     "create_database",
     "drop_database",
     "embedded_server",
+    "format_version",
     "redact",
+    "require_supported_server",
     "reset_database",
     "role_dsn",
     "resolve_dsn",
@@ -51,7 +56,10 @@ ADMIN_PASSWORD = "postgres_password"
 # Login roles created by sql/02-rls-policies.sql, each with the password "<role>_password".
 APP_ROLES = ("app_user", "app_readonly", "app_admin")
 DEFAULT_PORT = 54329
-PG_MAJOR = 18
+PG_MAJOR = 18  # the embedded server's (the wheel's) major version
+# The oldest server the lab supports, as server_version_num: sql/01 uses ON DELETE SET NULL (column list),
+# new in PostgreSQL 15. 15-17 lack uuidv7(), which sql/01 polyfills (with a warning).
+MIN_SERVER_VERSION = 150000
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 # Settings shown by `labhelpers db status` (the embedded server's are tuned in `_tuning`).
@@ -83,6 +91,42 @@ def redact(dsn: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# Server versions
+# --------------------------------------------------------------------------------------------------
+
+
+def format_version(version_num: int) -> str:
+    """A ``server_version_num`` as people write it: 150018 is "15.18", 90624 is "9.6.24"."""
+    if version_num >= 100000:
+        return f"{version_num // 10000}.{version_num % 10000}"
+    return f"{version_num // 10000}.{version_num // 100 % 100}.{version_num % 100}"
+
+
+def check_server_version(version_num: int) -> None:
+    """Raise LabError if a server of ``version_num`` (``server_version_num``, e.g. 150018) is too old.
+
+    The minimum is `MIN_SERVER_VERSION`.
+    """
+    if version_num < MIN_SERVER_VERSION:
+        raise LabError(
+            f"the server runs PostgreSQL {format_version(version_num)}; this lab needs PostgreSQL "
+            f"{MIN_SERVER_VERSION // 10000} or later (sql/01 uses ON DELETE SET NULL (column), new in "
+            f"{MIN_SERVER_VERSION // 10000}); without --dsn/LAB_DSN the lab runs its own PostgreSQL {PG_MAJOR}"
+        )
+
+
+def require_supported_server(conn: psycopg.Connection) -> int:
+    """Return the server's ``server_version_num`` (e.g. 150018) after checking it is supported.
+
+    The number is the one libpq read when the connection was made (the server reports its version at
+    login), so this costs no query. Raise LabError if the server is older than `MIN_SERVER_VERSION`.
+    """
+    version_num = conn.info.server_version
+    check_server_version(version_num)
+    return version_num
+
+
+# --------------------------------------------------------------------------------------------------
 # The embedded server
 # --------------------------------------------------------------------------------------------------
 
@@ -102,8 +146,31 @@ def _pg_bin() -> Path:
     return Path(_pgserver_utils().POSTGRES_VERSIONS[PG_MAJOR])
 
 
+def _bindir_major(bindir: Path) -> int:
+    """The major version of the PostgreSQL binaries in ``bindir`` (from ``postgres --version``).
+
+    Raise LabError if ``bindir`` holds no runnable ``postgres``.
+    """
+    try:
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=30, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise LabError(f"no runnable PostgreSQL server in {bindir}: {e}") from None
+    # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    m = re.search(r"\(PostgreSQL\) (\d+)", out)
+    if m is None:
+        raise LabError(f"cannot tell the version of {bindir / 'postgres'} from {out.strip()!r}")
+    return int(m.group(1))
+
+
 def _tuning() -> dict[str, str]:
-    """Settings for a course laptop, scaled to its memory (defaults are sized for a 1990s server)."""
+    """Settings for a course laptop, scaled to its memory (defaults are sized for a 1990s server).
+
+    Every one exists since PostgreSQL 15, the oldest the lab supports (`EmbeddedServer` runs 15 too);
+    one a later release added (io_method, 18) would need the server's major version here.
+    """
     import psutil
 
     mb = psutil.virtual_memory().total // 2**20
@@ -140,15 +207,24 @@ class ServerStatus:
 
 @dataclass(frozen=True)
 class EmbeddedServer:
-    """A private PostgreSQL 18 server: a data directory, a localhost port and a Unix socket in it.
+    """A private PostgreSQL server: a data directory, a localhost port and a Unix socket in it.
 
     Password authentication on TCP (the lesson's ``postgres``/``postgres_password``), trust on the socket.
+    ``bindir`` holds the binaries (``initdb``, ``pg_ctl``, ``postgres``): by default the wheel's
+    PostgreSQL 18; another installation of 15 or later works the same way (e.g. Debian's
+    ``/usr/lib/postgresql/15/bin``, which the tests use for the oldest supported version).
     """
 
     pgdata: Path
     port: int = DEFAULT_PORT
+    bindir: Path | None = None
 
     # ---- facts ------------------------------------------------------------------------------------
+    @functools.cached_property
+    def major(self) -> int:
+        """The major version of the binaries (18 for the wheel's). Raise LabError if they cannot run."""
+        return PG_MAJOR if self.bindir is None else _bindir_major(self.bindir)
+
     def dsn(self, dbname: str = LAB_DB) -> str:
         """The administrator's DSN for ``dbname`` on this server."""
         return (
@@ -180,8 +256,9 @@ class EmbeddedServer:
     def up(self) -> bool:
         """Start the server (initializing the data directory if needed) and create the lab database.
 
-        Returns False if it was already running. Raise LabError if the data directory is not a
-        PostgreSQL 18 one, the port is taken by another program, or the server fails to start.
+        Returns False if it was already running. Raise LabError if the binaries are older than the lab
+        supports, the data directory is not one of their major version, the port is taken by another
+        program, or the server fails to start.
         """
         import fasteners
 
@@ -196,6 +273,11 @@ class EmbeddedServer:
                     )
                 self._ensure_database(LAB_DB)
                 return False
+            if self.major * 10000 < MIN_SERVER_VERSION:
+                raise LabError(
+                    f"{self._bin()} holds PostgreSQL {self.major}; this lab needs PostgreSQL "
+                    f"{MIN_SERVER_VERSION // 10000} or later"
+                )
             self._check_datadir()
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
@@ -221,7 +303,7 @@ class EmbeddedServer:
 
     def _pg(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [str(_pg_bin() / program), *args],
+            [str(self._bin() / program), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -234,13 +316,16 @@ class EmbeddedServer:
             raise LabError(f"{program} failed: {last[0].strip()}")
         return proc
 
+    def _bin(self) -> Path:
+        return self.bindir if self.bindir is not None else _pg_bin()
+
     def _check_datadir(self) -> None:
         version_file = self.pgdata / "PG_VERSION"
         if version_file.exists():
             version = version_file.read_text().strip()
-            if version != str(PG_MAJOR):
+            if version != str(self.major):
                 raise LabError(
-                    f"{self.pgdata} holds a PostgreSQL {version} cluster; this lab runs PostgreSQL {PG_MAJOR}. "
+                    f"{self.pgdata} holds a PostgreSQL {version} cluster; this server runs PostgreSQL {self.major}. "
                     "Set LAB_PGDATA to another directory (nothing was changed)"
                 )
         elif self.pgdata.exists() and any(self.pgdata.iterdir()):
@@ -259,8 +344,11 @@ class EmbeddedServer:
         utils = _pgserver_utils()
         utils.ensure_user_exists(user)
         utils.ensure_prefix_permissions(self.pgdata)
-        install = _pg_bin().parent
-        utils.ensure_folder_permissions(install, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+        if self.bindir is None:
+            # The wheel's files may be private to the installing user; a system installation
+            # (another bindir) is readable already and is not ours to chmod.
+            install = _pg_bin().parent
+            utils.ensure_folder_permissions(install, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
         entry = pwd.getpwnam(user)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
 
@@ -520,7 +608,10 @@ def server_settings(conn: psycopg.Connection) -> dict[str, str]:
 
 
 def status(dsn: str | None = None) -> ServerStatus:
-    """Report the resolved server: reachable or not, version, settings. Never starts anything."""
+    """Report the resolved server: reachable or not, version, settings. Never starts anything.
+
+    Raise LabError if a configured server cannot be reached, or if it is older than `MIN_SERVER_VERSION`.
+    """
     chosen = configured_dsn(dsn)
     server = None if chosen else embedded_server()
     target = chosen or server.dsn()  # type: ignore[union-attr]
@@ -528,12 +619,14 @@ def status(dsn: str | None = None) -> ServerStatus:
         return ServerStatus(dsn=target, running=False, embedded=True, pgdata=server.pgdata)
     try:
         with _connect_raw(target, autocommit=True) as conn:
+            version_num = conn.info.server_version
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             settings = server_settings(conn)
     except LabError:
         if server is None:
             raise
         return ServerStatus(dsn=target, running=True, embedded=True, pgdata=server.pgdata)
+    check_server_version(version_num)
     return ServerStatus(
         dsn=target, running=True, embedded=server is not None, version=version,
         pgdata=server.pgdata if server else None, settings=settings,

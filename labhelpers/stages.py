@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
+from . import db
 from .errors import LabError
 
 __all__ = [
@@ -228,7 +229,10 @@ def run_stage(conn: psycopg.Connection, path: str | Path) -> int:
     log.info("running %s (%d statements)", _display(path), len(statements))
 
     def on_notice(d: psycopg.errors.Diagnostic) -> None:
-        log.info("%s: %s: %s", _display(path), d.severity, d.message_primary)
+        # A file's WARNING is meant for the user (sql/01's uuidv7 polyfill on PostgreSQL 15-17):
+        # logged as a warning, which reaches stderr even where nobody configured logging.
+        level = logging.WARNING if d.severity_nonlocalized == "WARNING" else logging.INFO
+        log.log(level, "%s: %s: %s", _display(path), d.severity, d.message_primary)
 
     conn.add_notice_handler(on_notice)
     try:
@@ -254,8 +258,10 @@ def build(conn: psycopg.Connection, *, through: str | None = None, stages: Seque
         applies all. A bare number works too (``"3"``, ``3``).
     :param stages: the list to run instead of `STAGES` (tests).
     :returns: the stages applied.
-    Raise LabError for an unknown ``through``; StageError (and stop) when a file fails.
+    Raise LabError for a server older than `db.MIN_SERVER_VERSION` (before anything runs) or an unknown
+    ``through``; StageError (and stop) when a file fails.
     """
+    db.require_supported_server(conn)
     todo = list(STAGES if stages is None else stages)
     if through is not None:
         key = str(through).strip().lower()
