@@ -24,7 +24,6 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -32,6 +31,7 @@ import psycopg.sql
 
 from . import db
 from .errors import LabError
+from .tenants import Identity, whoami  # re-exported: notebooks call notebook.whoami(conn)
 
 __all__ = [
     "MIN_PYTHON",
@@ -108,56 +108,6 @@ def _check_data(admin_dsn: str, scale: str) -> None:
         raise LabError(f"labhelpers.datagen is missing, so there is no data to load: {FIX_INSTALL}") from None
     result = datagen.seed(admin_dsn, scale=scale)
     log.info("%s", result.summary())
-
-
-# --------------------------------------------------------------------------------------------------
-# Who am I, as far as RLS is concerned
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a session is for row-level security: the facts that decide whether policies apply."""
-
-    user: str
-    superuser: bool
-    bypassrls: bool
-    owns_tables: bool
-    tenant: str | None
-
-    @property
-    def rls_applies(self) -> bool:
-        """True if policies filter this session's rows on tables without FORCE (PITFALLS 1-2)."""
-        return not (self.superuser or self.bypassrls or self.owns_tables)
-
-    def __str__(self) -> str:
-        if self.superuser or self.bypassrls:
-            kind = "superuser" if self.superuser else "BYPASSRLS"
-            rls = "row-level security never applies, not even FORCEd"
-        elif self.owns_tables:
-            kind, rls = "table owner", "row-level security applies only where it is FORCEd"
-        else:
-            kind, rls = "application role", "row-level security applies"
-        return f"{self.user}, {kind}: {rls}; tenant {self.tenant or 'not set'}"
-
-    def _repr_markdown_(self) -> str:
-        return f"**{self.user}**, " + str(self).split(", ", 1)[1]
-
-
-def whoami(conn: psycopg.Connection, *, table: str = "contacts") -> Identity:
-    """Describe the session: role, superuser, BYPASSRLS, whether it owns ``table``, the tenant setting."""
-    row = conn.execute(
-        """
-        SELECT r.rolname, r.rolsuper, r.rolbypassrls,
-               coalesce((SELECT c.relowner = r.oid FROM pg_class c
-                         WHERE c.oid = to_regclass(%s)), false),
-               nullif(current_setting('app.current_tenant', true), '')
-        FROM pg_roles r WHERE r.rolname = current_user
-        """,
-        (table,),
-    ).fetchone()
-    assert row is not None
-    return Identity(*row)
 
 
 def _find_tenant(dsn: str | None, tenant: Any) -> Any:

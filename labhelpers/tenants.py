@@ -30,7 +30,8 @@ from psycopg import pq
 from .errors import LabError
 
 __all__ = [
-    "Tenant", "current_tenant", "demonstrate_pool_leak", "find_tenant", "set_setting", "tenant", "use_tenant",
+    "Identity", "Tenant", "current_tenant", "demonstrate_pool_leak", "find_tenant", "require_app_role",
+    "set_setting", "tenant", "use_tenant", "whoami",
 ]
 
 log = logging.getLogger("labhelpers")
@@ -73,6 +74,70 @@ def find_tenant(conn: psycopg.Connection, t: str | uuid.UUID | Tenant) -> Tenant
     if row is None:
         raise LabError(f"unknown tenant {key!r}: give a slug or UUID from the tenants table")
     return Tenant(*row)
+
+
+# ---- who am I, for RLS ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a session is for row-level security: the facts that decide whether policies apply."""
+
+    user: str
+    superuser: bool
+    bypassrls: bool
+    owns_tables: bool
+    tenant: str | None
+
+    @property
+    def rls_applies(self) -> bool:
+        """True if policies filter this session's rows on tables without FORCE (PITFALLS 1-2)."""
+        return not (self.superuser or self.bypassrls or self.owns_tables)
+
+    def __str__(self) -> str:
+        if self.superuser or self.bypassrls:
+            kind = "superuser" if self.superuser else "BYPASSRLS"
+            rls = "row-level security never applies, not even FORCEd"
+        elif self.owns_tables:
+            kind, rls = "table owner", "row-level security applies only where it is FORCEd"
+        else:
+            kind, rls = "application role", "row-level security applies"
+        return f"{self.user}, {kind}: {rls}; tenant {self.tenant or 'not set'}"
+
+    def _repr_markdown_(self) -> str:
+        return f"**{self.user}**, " + str(self).split(", ", 1)[1]
+
+
+def whoami(conn: psycopg.Connection, *, table: str = "contacts") -> Identity:
+    """Describe the session: role, superuser, BYPASSRLS, whether it owns ``table``, the tenant setting."""
+    row = conn.execute(
+        """
+        SELECT r.rolname, r.rolsuper, r.rolbypassrls,
+               coalesce((SELECT c.relowner = r.oid FROM pg_class c
+                         WHERE c.oid = to_regclass(%s)), false),
+               nullif(current_setting('app.current_tenant', true), '')
+        FROM pg_roles r WHERE r.rolname = current_user
+        """,
+        (table,), prepare=False,
+    ).fetchone()
+    assert row is not None
+    return Identity(*row)
+
+
+def require_app_role(conn: psycopg.Connection, *, claim: str = "an isolation claim") -> Identity:
+    """The session's identity, or LabError if RLS cannot apply to it (PITFALLS 1-2).
+
+    The one guard for everything that claims isolation or measures RLS (checks, benchmarks, tests):
+    a superuser, a BYPASSRLS role or the tables' owner proves nothing.
+    """
+    who = whoami(conn)
+    if not who.rls_applies:
+        kind = "a superuser" if who.superuser else "BYPASSRLS" if who.bypassrls else "the tables' owner"
+        raise LabError(f"{who.user} is {kind}: {claim} made as it proves nothing; connect as app_user")
+    return who
+
+
+# ---- setting the context -------------------------------------------------------------------------
 
 
 def _user_id(conn: psycopg.Connection, user: str | uuid.UUID | None) -> str:
