@@ -166,7 +166,7 @@ def _ranges(rows: int, streams: int) -> list[tuple[int, int]]:
 
 def _parallel(dsn: str, streams: int, rows: int, work: Callable[[psycopg.Connection, int, int], None]) -> float:
     """Run ``work(conn, lo, hi)`` for every range on its own connection, in threads; return wall seconds."""
-    conns = [db._connect_raw(dsn, autocommit=True) for _ in range(streams)]  # noqa: SLF001
+    conns = [db.connect(dsn, autocommit=True) for _ in range(streams)]
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=streams) as pool:
@@ -247,7 +247,7 @@ _PGBENCH_PHASES = re.compile(r"([a-z][a-z -]+?) (\d+(?:\.\d+)?) s")
 def _pgbench(s: _Scratch, scale: int, *, server_side: bool) -> LoadResult:
     """``pgbench -i -s scale`` (drop, create, generate, vacuum, primary keys), timed by pgbench itself."""
     method = f"pgbench -i -s {scale}, {'server' if server_side else 'client'}-side generate"
-    exe = db._pg_bin() / "pgbench"  # noqa: SLF001 - the wheel's binaries
+    exe = db.pg_bin() / "pgbench"  # the wheel's binaries
     if not exe.exists():
         found = shutil.which("pgbench")
         if not found:
@@ -380,7 +380,7 @@ def compare_loads(
         "methods": [],
     }
     try:
-        with db._connect_raw(scratch_dsn, autocommit=True) as conn:  # noqa: SLF001
+        with db.connect(scratch_dsn, autocommit=True) as conn:
             scratch = _Scratch(scratch_dsn, conn)
             methods = _methods(rows, jobs, scale, scratch_dsn)
             for i, m in enumerate(methods):

@@ -112,7 +112,7 @@ class PgBouncer:
             # PgBouncer refuses to run as root; `-u` drops to the same unprivileged user as the server.
             import pwd
 
-            db._pgserver_utils().ensure_user_exists(user)
+            db.ensure_os_user(user)
             uid = pwd.getpwnam(user).pw_uid
             for path in (self.workdir, *self.workdir.iterdir()):
                 os.chown(path, uid, -1)
