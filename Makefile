@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lab bench clean
+.PHONY: install run test test-fast mutants mutants-fast lab bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ test: $(STAMP)
 ## test-fast: skip the slow tests (browser, large data)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+## mutants: the isolation tests, tested: each realistic mistake listed in tests/mutants.py, applied alone to a
+## scratch copy of the project, must make the isolation tests fail there; a table of what caught each
+mutants: $(STAMP)
+	$(BIN)/python tests/mutants.py --out runs/mutants/report.md
+
+## mutants-fast: only the CI subset of the mutants (`make test` runs it too, as a slow test)
+mutants-fast: $(STAMP)
+	$(BIN)/python tests/mutants.py --fast --no-baseline
 
 ## lab: JupyterLab on the notebooks
 lab: $(STAMP)

@@ -19,6 +19,15 @@ the catalog, so a table or partition added later is checked too.
  5    ``custom_fields``           100+ custom fields per entity, per tenant, from the registry
  6    ``benchmarks``              p95 of the latest `labhelpers bench` run within the lesson's targets
  7    ``citus_ready``             every tenant table's PK, unique keys and FKs include the tenant key
+ 8    ``privileges``              app roles hold at most SELECT, INSERT, UPDATE, DELETE on tenant tables
+                                  (no TRUNCATE, which bypasses RLS; no REFERENCES, TRIGGER, grant
+                                  option) and nothing on partitions
+ 9    ``views``                   every view in every schema is ``security_invoker``; no materialized
+                                  views (they run as their owner, without RLS)
+10    ``definer_functions``       every SECURITY DEFINER function (trigger functions included) pins its
+                                  ``search_path`` with ``pg_temp`` listed last
+11    ``new_partitions``          the tables ``lab_ensure_activity_partitions`` creates for the next month
+                                  (in a rolled-back transaction) pass the ``rls`` and ``privileges`` rules
 ====  ==========================  ================================================================
 
 ``run_checks(dsn)`` runs all of them; each ``check_*`` function can be called alone.
@@ -44,15 +53,21 @@ __all__ = [
     "CRITERIA",
     "CheckResult",
     "TenantTable",
+    "app_privileges",
     "app_role_facts",
     "check_benchmarks",
     "check_citus_ready",
     "check_custom_fields",
     "check_jsonb_indexes",
+    "check_new_partitions",
+    "check_definer_functions",
     "check_partition_pruning",
+    "check_privileges",
     "check_rls",
+    "check_views",
     "check_zero_leakage",
     "run_checks",
+    "search_path_problem",
     "tenant_tables",
 ]
 
@@ -66,6 +81,10 @@ CRITERIA = {
     "custom_fields": "Schema supports 100+ custom fields per entity",
     "benchmarks": "Benchmark queries meet performance targets",
     "citus_ready": "Keys carry the tenant (ready to distribute by tenant_id on Citus)",
+    "privileges": "App roles hold no privilege beyond SELECT, INSERT, UPDATE, DELETE (no TRUNCATE)",
+    "views": "Views run as the caller (security_invoker); no materialized views",
+    "definer_functions": "SECURITY DEFINER functions pin search_path (pg_temp last)",
+    "new_partitions": "Partitions created later are secured like the others",
 }
 """Check name -> the success criterion it measures (the lesson's words)."""
 
@@ -291,6 +310,11 @@ _SETTING_READ = re.compile(r"current_setting\('app\.current_tenant'(::text)?,\s*
 _COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
+def _expr(value: Any) -> str | None:
+    """A policy expression read from a DataFrame: None when the policy has none (pandas may give NaN)."""
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
 def _pins_tenant(expr: str | None, column: str) -> bool:
     """True if a policy expression compares the tenant column with the fail-closed setting read."""
     if not expr:
@@ -349,7 +373,7 @@ def check_rls(admin: psycopg.Connection[Any]) -> CheckResult:
             if cover.empty:
                 problems.append(f"no permissive policy for {cmd}")
         for _, p in permissive.iterrows():
-            using, check = p["using"], p["with_check"]
+            using, check = _expr(p["using"]), _expr(p["with_check"])
             if p["command"] in ("SELECT", "UPDATE", "DELETE", "ALL") and not _pins_tenant(using, t.tenant_column):
                 problems.append(f"permissive {p['policy']} USING ({using}) does not pin the tenant")
             if p["command"] in ("INSERT", "UPDATE", "ALL"):
@@ -821,6 +845,250 @@ def check_citus_ready(admin: psycopg.Connection[Any]) -> CheckResult:
 
 
 # --------------------------------------------------------------------------------------------------
+# Objects outside the policies: privileges, views, SECURITY DEFINER functions
+# --------------------------------------------------------------------------------------------------
+
+# Schemas a student or the lab may put objects in: all but the system ones (pg_toast, pg_temp_N...).
+_USER_SCHEMA = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'"
+# Objects that belong to an extension (pg_stat_statements' views, say) are the extension's business.
+_NOT_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend AS d WHERE d.classid = '{catalog}'::regclass "
+                  "AND d.objid = {oid} AND d.deptype = 'e')")
+
+# Every table privilege PostgreSQL has (MAINTAIN since 17); the application roles need the first four.
+_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN")
+APP_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+def app_privileges(conn: psycopg.Connection[Any], roles: Sequence[str] = db.APP_ROLES) -> pd.DataFrame:
+    """The table privileges each existing application role holds on every tenant table and partition,
+    counting grants to PUBLIC and to roles it is a member of (``has_table_privilege``).
+
+    Returns a DataFrame, one row per (table, role): table, kind, role, privileges (list, in the order
+    SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER, MAINTAIN), grantable (the privileges
+    it holds WITH GRANT OPTION).
+    """
+    tables = tenant_tables(conn)
+    privileges = [p for p in _TABLE_PRIVILEGES if p != "MAINTAIN" or conn.info.server_version >= 170000]
+    rows = conn.execute(
+        """
+        SELECT t.name, r.rolname::text,
+               ARRAY(SELECT x.p FROM unnest(%(p)s::text[]) WITH ORDINALITY AS x(p, o)
+                      WHERE has_table_privilege(r.oid, t.name::regclass, x.p) ORDER BY x.o),
+               ARRAY(SELECT x.p FROM unnest(%(p)s::text[]) WITH ORDINALITY AS x(p, o)
+                      WHERE has_table_privilege(r.oid, t.name::regclass, x.p || ' WITH GRANT OPTION') ORDER BY x.o)
+          FROM unnest(%(t)s::text[]) WITH ORDINALITY AS t(name, o)
+         CROSS JOIN pg_roles AS r
+         WHERE r.rolname = ANY(%(r)s)
+         ORDER BY t.o, r.rolname
+        """,
+        {"p": privileges, "t": [t.name for t in tables], "r": list(roles)},
+    ).fetchall()
+    kind = {t.name: t.kind for t in tables}
+    return pd.DataFrame(
+        [(name, kind[name], role, list(held), list(grantable)) for name, role, held, grantable in rows],
+        columns=["table", "kind", "role", "privileges", "grantable"],
+    )
+
+
+def check_privileges(admin: psycopg.Connection[Any]) -> CheckResult:
+    """Every application role holds at most SELECT, INSERT, UPDATE and DELETE on each tenant table, none
+    of them with GRANT OPTION, and nothing at all on a partition (reached through its parent).
+
+    TRUNCATE bypasses row-level security entirely: a role that holds it empties every tenant's rows
+    (PITFALLS 31); a ``GRANT ALL`` hands it out, with REFERENCES and TRIGGER. Privileges are what the
+    catalog says the role may do, measured with ``has_table_privilege`` (PUBLIC and memberships count),
+    not by a TRUNCATE that may fail for another reason.
+    :param admin: a connection to the lab database (catalog reads only).
+    Returns the result; evidence ``privileges``: one row per (table, role) with what it holds and why
+    that is too much.
+    """
+    tables = tenant_tables(admin)
+    if not tables:
+        return CheckResult("privileges", False, "no tenant tables found: build the schema first")
+    frame = app_privileges(admin)
+    if APP_ROLE not in set(frame["role"]):
+        return CheckResult("privileges", False, f"{APP_ROLE} does not exist: build the RLS stage first",
+                           {"privileges": frame})
+    problems = []
+    for _, r in frame.iterrows():
+        found = []
+        if r["kind"] == "partition" and r["privileges"]:
+            found.append(f"{', '.join(r['privileges'])} on a partition (no direct access: use the parent)")
+        else:
+            beyond = [p for p in r["privileges"] if p not in APP_TABLE_PRIVILEGES]
+            if beyond:
+                found.append(", ".join(beyond) + (" (TRUNCATE bypasses RLS)" if "TRUNCATE" in beyond else ""))
+        if r["grantable"]:
+            found.append(f"WITH GRANT OPTION on {', '.join(r['grantable'])}")
+        problems.append("; ".join(found))
+    frame["problems"] = problems
+    bad = frame[frame["problems"] != ""]
+    n_parts = sum(1 for t in tables if t.kind == "partition")
+    roles = sorted(set(frame["role"]))
+    if bad.empty:
+        summary = (f"{len(tables) - n_parts} tables x {len(roles)} app roles: at most SELECT, INSERT, UPDATE, "
+                   f"DELETE (no TRUNCATE); {n_parts} partitions: no direct access")
+    else:
+        summary = f"{len(bad)} of {len(frame)} table/role pairs hold too much: " + "; ".join(
+            f"{r['role']} on {r['table']}: {r['problems']}" for _, r in bad.head(3).iterrows())
+    return CheckResult("privileges", bad.empty, summary, {"privileges": frame})
+
+
+def check_views(admin: psycopg.Connection[Any]) -> CheckResult:
+    """Every view, in every schema, is ``security_invoker`` (it reads the tables as the caller, under the
+    caller's row-level security), and there is no materialized view (it has no RLS and shows whatever
+    its owner saw to everyone allowed to read it). PITFALLS 12.
+
+    Objects of extensions are not judged. Returns the result; evidence ``views``: one row per view with
+    its owner, whether it is security_invoker, and the application roles that may read it.
+    """
+    rows = admin.execute(
+        f"""
+        SELECT c.oid::regclass::text, n.nspname::text,
+               CASE c.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END,
+               pg_get_userbyid(c.relowner)::text,
+               coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(c.reloptions) AS o
+                          WHERE o.option_name = 'security_invoker'), false),
+               ARRAY(SELECT r.rolname::text FROM pg_roles AS r
+                      WHERE r.rolname = ANY(%(r)s) AND has_table_privilege(r.oid, c.oid, 'SELECT') ORDER BY 1)
+          FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('v', 'm') AND {_USER_SCHEMA}
+           AND {_NOT_EXTENSION.format(catalog='pg_class', oid='c.oid')}
+         ORDER BY 1
+        """,
+        {"r": list(db.APP_ROLES)},
+    ).fetchall()
+    frame = pd.DataFrame(
+        [(v, s, k, o, bool(i), list(rb)) for v, s, k, o, i, rb in rows],
+        columns=["view", "schema", "kind", "owner", "security_invoker", "readable_by"],
+    )
+    frame["problems"] = [
+        "materialized view: no row-level security, shows what its owner saw" if r["kind"] == "materialized view"
+        else ("" if r["security_invoker"] else f"runs as its owner {r['owner']} (no security_invoker)")
+        for _, r in frame.iterrows()
+    ]
+    bad = frame[frame["problems"] != ""]
+    if frame.empty:
+        summary = "no views or materialized views in any schema"
+    elif bad.empty:
+        summary = f"{len(frame)} views in {frame['schema'].nunique()} schemas, all security_invoker; no materialized views"
+    else:
+        summary = f"{len(bad)} of {len(frame)} views bypass the caller's RLS: " + "; ".join(
+            f"{r['view']}: {r['problems']}" + (f", readable by {', '.join(r['readable_by'])}" if r["readable_by"] else "")
+            for _, r in bad.head(3).iterrows())
+    return CheckResult("views", bad.empty, summary, {"views": frame})
+
+
+def search_path_problem(setting: str | None) -> str | None:
+    """What makes a SECURITY DEFINER function's ``search_path`` unsafe, or None when it is safe.
+
+    :param setting: the value of its ``SET search_path`` (from ``pg_proc.proconfig``), None when unset.
+    Safe means pinned, with ``pg_temp`` listed explicitly and last: a schema that is not listed is
+    searched FIRST for tables when it is the session's temporary schema, so without ``pg_temp`` at the
+    end a caller's temporary table (and its triggers, running as the owner) stands in for the real one.
+    """
+    if setting is None:
+        return "no SET search_path: the caller's search_path and temporary tables decide what its names mean"
+    items = [item.strip().strip('"') for item in setting.split(",")]
+    if "pg_temp" not in items:
+        return f"search_path = {setting}: pg_temp is not listed, so the caller's temporary tables are searched first"
+    if items[-1] != "pg_temp":
+        return f"search_path = {setting}: pg_temp is not last, so the caller's temporary tables come before the lab's"
+    return None
+
+
+def check_definer_functions(admin: psycopg.Connection[Any]) -> CheckResult:
+    """Every SECURITY DEFINER function in every schema (trigger functions included: they run as their
+    owner whoever fires them) pins ``search_path`` with ``pg_temp`` last (see `search_path_problem`).
+
+    Objects of extensions are not judged. Returns the result; evidence ``functions``: one row per
+    SECURITY DEFINER function with its owner, search_path and the application roles that may call it.
+    """
+    rows = admin.execute(
+        f"""
+        SELECT p.oid::regprocedure::text, n.nspname::text, p.prorettype = 'trigger'::regtype,
+               pg_get_userbyid(p.proowner)::text,
+               (SELECT substr(c, length('search_path=') + 1) FROM unnest(p.proconfig) AS c
+                 WHERE starts_with(c, 'search_path=')),
+               ARRAY(SELECT r.rolname::text FROM pg_roles AS r
+                      WHERE r.rolname = ANY(%(r)s) AND has_function_privilege(r.oid, p.oid, 'EXECUTE') ORDER BY 1)
+          FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE p.prosecdef AND {_USER_SCHEMA}
+           AND {_NOT_EXTENSION.format(catalog='pg_proc', oid='p.oid')}
+         ORDER BY 1
+        """,
+        {"r": list(db.APP_ROLES)},
+    ).fetchall()
+    frame = pd.DataFrame(
+        [(f, s, bool(t), o, sp, list(ex)) for f, s, t, o, sp, ex in rows],
+        columns=["function", "schema", "trigger", "owner", "search_path", "executable_by"],
+    )
+    frame["problems"] = [search_path_problem(_expr(sp)) or "" for sp in frame["search_path"]]
+    bad = frame[frame["problems"] != ""]
+    if frame.empty:
+        summary = "no SECURITY DEFINER functions"
+    elif bad.empty:
+        summary = (f"{len(frame)} SECURITY DEFINER functions ({int(frame['trigger'].sum())} trigger functions): "
+                   f"each pins search_path with pg_temp last")
+    else:
+        summary = f"{len(bad)} of {len(frame)} SECURITY DEFINER functions are unsafe: " + "; ".join(
+            f"{r['function']}: {r['problems']}" for _, r in bad.head(3).iterrows())
+    return CheckResult("definer_functions", bad.empty, summary, {"functions": frame})
+
+
+ENSURE_PARTITIONS = "lab_ensure_activity_partitions(timestamptz, timestamptz)"
+
+
+def check_new_partitions(admin: psycopg.Connection[Any]) -> CheckResult:
+    """Partitions made LATER are secured like the others: ``lab_ensure_activity_partitions`` (05; bonus 1
+    schedules it) is called for the month after the last one, in a transaction that is always rolled
+    back, and every table it creates must pass the ``rls`` and ``privileges`` rules (PITFALLS 3).
+
+    The build secures every partition it finds, so a function that forgets to secure what it creates
+    shows only here, or in production next month. Note: this runs the database's own function as the
+    connecting user (a grader does so inside the submission's sandbox). Skipped (passed None) before 05.
+    Returns the result; evidence ``created`` (the tables made, then rolled back) and ``tables``: their rows
+    of the ``rls`` and ``privileges`` evidence.
+    """
+    if admin.execute("SELECT to_regprocedure(%s)", (ENSURE_PARTITIONS,)).fetchone()[0] is None:  # type: ignore[index]
+        return CheckResult("new_partitions", None, "no lab_ensure_activity_partitions() yet (run sql/05-partitioning.sql)")
+    with admin.transaction(force_rollback=True):
+        admin.execute("SET LOCAL lock_timeout = '5s'")   # never queue behind the application's transactions
+        hi = admin.execute(
+            "SELECT max(upper) FROM (SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM $$TO \\('([^']+)'\\)$$)::timestamptz"
+            " AS upper FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass) AS b",
+            (PRUNING_TABLE,)).fetchone()[0]  # type: ignore[index]
+        if hi is None:
+            return CheckResult("new_partitions", False, f"{PRUNING_TABLE} has no range partitions to follow")
+        created = [r[0] for r in admin.execute(
+            "SELECT * FROM lab_ensure_activity_partitions(%s, %s + interval '1 day')", (hi, hi)).fetchall()]
+        rls = check_rls(admin)
+        privileges = check_privileges(admin)
+    if not created:
+        return CheckResult("new_partitions", False, f"lab_ensure_activity_partitions created nothing for the month from {hi:%Y-%m}",
+                           {"created": created})
+    names = {str(c) for c in created}
+    tables = rls.evidence["tables"]
+    tables = tables[tables["table"].isin(names)].copy()
+    privs = privileges.evidence["privileges"]
+    extra = privs[privs["table"].isin(names) & (privs["problems"] != "")]
+    for _, r in extra.iterrows():
+        mask = tables["table"] == r["table"]
+        tables.loc[mask, "problems"] = tables.loc[mask, "problems"].map(
+            lambda have, add=f"{r['role']} holds {r['problems']}": f"{have}; {add}" if have else add)
+    bad = tables[tables["problems"] != ""]
+    evidence = {"created": sorted(names), "tables": tables}
+    if bad.empty and len(tables) == len(names):
+        return CheckResult("new_partitions", True, f"lab_ensure_activity_partitions for {hi:%Y-%m}: the {len(names)} tables it "
+                           f"creates have RLS enabled+forced, the tenant policy and no app-role privileges", evidence)
+    missing = sorted(names - set(tables["table"]))
+    summary = (f"{len(bad) + len(missing)} of {len(names)} tables lab_ensure_activity_partitions creates for {hi:%Y-%m} "
+               f"are not secured: {', '.join(list(bad['table'])[:3] + missing[:3])}"
+               + (f" ({bad.iloc[0]['problems']})" if not bad.empty else " (not seen as tenant tables)"))
+    return CheckResult("new_partitions", False, summary, evidence)
+
+
+# --------------------------------------------------------------------------------------------------
 # All of them
 # --------------------------------------------------------------------------------------------------
 
@@ -832,6 +1100,10 @@ CHECKS: dict[str, Callable[[psycopg.Connection[Any]], CheckResult]] = {
     "custom_fields": check_custom_fields,
     "benchmarks": check_benchmarks,
     "citus_ready": check_citus_ready,
+    "privileges": check_privileges,
+    "views": check_views,
+    "definer_functions": check_definer_functions,
+    "new_partitions": check_new_partitions,
 }
 
 
@@ -854,10 +1126,13 @@ def _run_all(admin: psycopg.Connection[Any]) -> list[CheckResult]:
     for name, fn in CHECKS.items():
         try:
             results.append(fn(admin))
-        except (psycopg.Error, LabError) as e:
+        except Exception as e:  # noqa: BLE001 -- a check that crashes is a FAIL with the error, never a traceback
             if isinstance(e, psycopg.Error) and not admin.closed and not admin.autocommit:
                 admin.rollback()
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not isinstance(e, (psycopg.Error, LabError)):  # a bug in the check itself: say which
+                message = f"{type(e).__name__}: {message}"
+                log.warning("check %s crashed", name, exc_info=True)
             log.warning("check %s failed to run: %s", name, message)
             results.append(CheckResult(name, False, f"could not run: {message}", {"error": message}))
         log.info("check %s: %s", name, results[-1].status)

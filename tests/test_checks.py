@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -36,6 +38,17 @@ def admin(dsn: str, *statements: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for s in statements:
             conn.execute(s)
+
+
+@contextmanager
+def broken(dsn: str, *statements: str) -> Iterator[psycopg.Connection]:
+    """An administrator's connection inside a transaction where ``statements`` ran, always rolled back
+    (for checks that only read the catalog: the shared copy stays intact)."""
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction(force_rollback=True):
+            for s in statements:
+                conn.execute(s)
+            yield conn
 
 
 def test_every_criterion_passes_on_the_built_schema(shared_built_dsn: str, no_bench: None) -> None:
@@ -142,6 +155,110 @@ def test_citus_check_fails_for_a_single_column_foreign_key(built_dsn: str) -> No
         r = checks.check_citus_ready(conn)
     assert r.passed is False
     assert "contacts_id_only" in r.summary or "leads_contact_only_fkey" in r.summary
+
+
+def test_rls_reports_a_policy_without_with_check_instead_of_crashing(shared_built_dsn: str) -> None:
+    """A permissive UPDATE policy without WITH CHECK: pandas reads the missing expression as NaN; the check
+    must say FAIL, not raise TypeError."""
+    with broken(shared_built_dsn, "CREATE POLICY contacts_loose ON contacts AS PERMISSIVE FOR UPDATE "
+                "USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid)") as conn:
+        r = checks.check_rls(conn)
+    assert r.passed is False and "contacts_loose has no WITH CHECK" in r.summary
+
+
+def test_run_checks_turns_a_crashing_check_into_a_fail(shared_built_dsn: str, monkeypatch: pytest.MonkeyPatch,
+                                                       no_bench: None) -> None:
+    def broken(conn: object) -> checks.CheckResult:
+        raise TypeError("expected string or bytes-like object, got 'float'")
+
+    monkeypatch.setitem(checks.CHECKS, "views", broken)
+    got = by_name(shared_built_dsn)
+    assert got["views"].status == "FAIL" and "TypeError" in got["views"].summary
+    assert got["rls"].status == "PASS"
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        # PITFALLS 31: GRANT ALL hands out TRUNCATE (which ignores RLS), REFERENCES and TRIGGER
+        ("GRANT ALL ON activities TO app_user", "app_user on activities: TRUNCATE"),
+        ("GRANT TRUNCATE ON lead_pipeline_hourly TO app_admin", "app_admin on lead_pipeline_hourly: TRUNCATE"),
+        ("GRANT TRUNCATE ON contacts TO PUBLIC", "on contacts: TRUNCATE"),
+        ("GRANT SELECT ON activities_2024_01_h1 TO app_readonly", "app_readonly on activities_2024_01_h1: SELECT on a partition"),
+        ("GRANT SELECT ON contacts TO app_readonly WITH GRANT OPTION", "WITH GRANT OPTION on SELECT"),
+    ],
+)
+def test_privileges_check_fails_for_a_privilege_beyond_the_four(shared_built_dsn: str, breakage: str,
+                                                               expected: str) -> None:
+    with broken(shared_built_dsn) as conn:
+        assert checks.check_privileges(conn).passed is True
+        conn.execute(breakage)
+        r = checks.check_privileges(conn)
+    assert r.passed is False and expected in r.summary, r.summary
+    frame = r.evidence["privileges"]
+    assert set(frame["role"]) == {"app_user", "app_readonly", "app_admin"}
+
+
+def test_views_check_fails_for_an_owners_view_in_any_schema(shared_built_dsn: str) -> None:
+    with broken(shared_built_dsn, "CREATE SCHEMA reporting",
+                "CREATE VIEW reporting.all_contacts AS SELECT * FROM contacts",
+                "GRANT SELECT ON reporting.all_contacts TO app_readonly") as conn:
+        r = checks.check_views(conn)
+        assert r.passed is False and "reporting.all_contacts" in r.summary and "app_readonly" in r.summary
+        conn.execute("ALTER VIEW reporting.all_contacts SET (security_invoker = on)")
+        assert checks.check_views(conn).passed is True
+        conn.execute("CREATE MATERIALIZED VIEW lead_totals AS SELECT tenant_id, count(*) FROM leads GROUP BY 1")
+        r = checks.check_views(conn)
+    assert r.passed is False and "lead_totals: materialized view" in r.summary
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        # a trigger function no app role may call still runs as its owner whenever a trigger fires
+        ("ALTER FUNCTION lab_maintain_lead_pipeline() RESET search_path", "lab_maintain_lead_pipeline(): no SET search_path"),
+        ("ALTER FUNCTION lab_find_tenant(text) SET search_path = pg_temp, public, pg_catalog", "pg_temp is not last"),
+        ("ALTER FUNCTION lab_find_tenant(text) SET search_path = public, pg_catalog", "pg_temp is not listed"),
+        ("CREATE SCHEMA ops; CREATE FUNCTION ops.purge() RETURNS void LANGUAGE sql SECURITY DEFINER AS 'SELECT'",
+         "ops.purge(): no SET search_path"),
+    ],
+)
+def test_definer_functions_check_fails_without_a_safe_search_path(shared_built_dsn: str, breakage: str,
+                                                                 expected: str) -> None:
+    with broken(shared_built_dsn) as conn:
+        before = checks.check_definer_functions(conn)
+        assert before.passed is True and before.evidence["functions"]["trigger"].sum() >= 2
+        conn.execute(breakage)
+        r = checks.check_definer_functions(conn)
+    assert r.passed is False and expected in r.summary, r.summary
+
+
+def test_new_partitions_check_fails_when_the_function_forgets_to_secure_them(shared_built_dsn: str) -> None:
+    """The build secures every partition it finds; only a month made later shows the function's mistake."""
+    with broken(shared_built_dsn) as conn:
+        ok = checks.check_new_partitions(conn)
+        assert ok.passed is True and len(ok.evidence["created"]) >= 2, ok.summary
+        src = conn.execute("SELECT pg_get_functiondef(%s::regprocedure)", (checks.ENSURE_PARTITIONS,)).fetchone()[0]
+        conn.execute(src.replace("PERFORM lab_secure_partition(leaf_name::regclass);", "NULL;"))
+        r = checks.check_new_partitions(conn)
+        assert checks.check_rls(conn).passed is True, "the check must not leave its partitions behind"
+    assert r.passed is False and "_h0" in r.summary and "RLS not enabled" in r.summary, r.summary
+    assert r.evidence["created"] == ok.evidence["created"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "safe"),
+    [
+        (None, False),
+        ("public, pg_catalog, pg_temp", True),
+        ('"$user", public, pg_temp', True),
+        ("pg_temp, public", False),
+        ("public, pg_catalog", False),  # pg_temp not listed: searched first
+        ('""', False),                 # empty: pg_temp still searched first
+    ],
+)
+def test_search_path_problem(setting: str | None, safe: bool) -> None:
+    assert (checks.search_path_problem(setting) is None) is safe
 
 
 def _fake_bench(monkeypatch: pytest.MonkeyPatch, results: object) -> None:

@@ -1,4 +1,4 @@
-"""Tenant isolation, the heart of the course: every tenant table and partition against PITFALLS 1-15.
+"""Tenant isolation, the heart of the course: every tenant table and partition against PITFALLS 1-15, 24 and 31.
 
 Every test acts as a real login of an application role (``labhelpers.db.connect(dsn, role=...)``) and first
 asserts that it is not a superuser, has no BYPASSRLS and owns nothing: an isolation test run as the owner
@@ -7,11 +7,15 @@ ones added later are covered; each test loops over all of them and reports every
 
 The contract (sql/02-rls-policies.sql): unset or empty ``app.current_tenant`` -> zero rows, no error;
 a malformed value -> an error (invalid_text_representation, 22P02), which fails closed; writes pinned to
-the current tenant by WITH CHECK (42501); partitions not accessible directly (42501).
+the current tenant by WITH CHECK (42501); partitions not accessible directly (42501), also those created
+later; app roles hold no privilege beyond SELECT, INSERT, UPDATE, DELETE (TRUNCATE ignores RLS); views run
+as the caller; SECURITY DEFINER functions, trigger functions included, pin search_path with pg_temp last.
+tests/mutants.py checks that realistic mistakes in the schema make these tests fail (`make mutants`).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -43,6 +47,9 @@ PRIVILEGE = errors.InsufficientPrivilege.sqlstate  # 42501: WITH CHECK violation
 FK_VIOLATION = errors.ForeignKeyViolation.sqlstate  # 23503
 BAD_UUID = errors.InvalidTextRepresentation.sqlstate  # 22P02
 LESSON_TABLES = {"tenants", "tenant_users", "contacts", "leads", "activities"}
+# Every table privilege but MAINTAIN (PostgreSQL 17+, added where the server has it); app roles need NEEDED.
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+NEEDED = {"SELECT", "INSERT", "UPDATE", "DELETE"}
 
 
 @pytest.fixture(scope="module")
@@ -507,6 +514,102 @@ def test_pg_stats_shows_app_user_nothing(world: World) -> None:
                 assert sqlstate_of(conn, "SELECT count(*) FROM pg_statistic") == PRIVILEGE
 
 
+def _security_profile(conn: psycopg.Connection[Any], table: str) -> dict[str, Any]:
+    """What secures ``table``: RLS flags, its policies (own name written <t>), the app roles' table privileges."""
+    enabled, forced = conn.execute(
+        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()  # type: ignore[misc]
+    policies = conn.execute(
+        """SELECT replace(p.polname::text, left(c.relname, 46), '<t>'), p.polpermissive, p.polcmd::text,
+                  p.polroles::regrole[]::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+             FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE p.polrelid = %s::regclass ORDER BY 1""",
+        (table,)).fetchall()
+    privileges = conn.execute(
+        "SELECT r, x FROM unnest(%s::text[]) r, unnest(%s::text[]) x WHERE has_table_privilege(r, %s::regclass, x) ORDER BY 1, 2",
+        (list(db.APP_ROLES), list(TABLE_PRIVILEGES), table)).fetchall()
+    return {"rls enabled": enabled, "rls forced": forced, "policies": policies, "app role privileges": privileges}
+
+
+def test_partitions_created_later_are_secured_like_every_partition(world: World) -> None:
+    """lab_ensure_activity_partitions (05; bonus 1 schedules it) adding a month that does not exist yet: every
+    table it creates has what every partition has (RLS enabled+forced, the same policies, no privileges for
+    the app roles). The build re-secures every partition it finds, so only a month added LATER shows a
+    function that forgot to secure what it creates (PITFALLS 3)."""
+    ref_leaf = world.leaves[0].name
+    ref_month = next(t.name for t in world.partitions if not t.leaf)
+    p = Problems()
+    with psycopg.connect(world.dsn) as conn, conn.transaction(force_rollback=True):  # the shared copy keeps its months
+        start = conn.execute(
+            """SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => lab_activity_partitions_ahead() + 1))
+                      AT TIME ZONE 'UTC'""").fetchone()[0]  # type: ignore[index]
+        created = [r[0] for r in conn.execute(
+            "SELECT * FROM lab_ensure_activity_partitions(%s, %s + interval '1 day')", (start, start)).fetchall()]
+        assert created, f"lab_ensure_activity_partitions created nothing for the month of {start}"
+        leaves = {n for (n,) in conn.execute(
+            "SELECT relid::regclass::text FROM pg_partition_tree('activities') WHERE isleaf").fetchall()}
+        expected = {True: _security_profile(conn, ref_leaf), False: _security_profile(conn, ref_month)}
+        for ref in expected.values():
+            assert ref["rls enabled"] and ref["rls forced"] and ref["policies"] and not ref["app role privileges"], ref
+        for name in created:
+            got = _security_profile(conn, name)
+            for what, want in expected[name in leaves].items():
+                p.expect(got[what] == want, f"new partition {name}: {what} {got[what]}, every partition has {want}")
+    p.check(minimum=len(created) * 4)
+    assert any(n in leaves for n in created), "no new leaf partition was created"
+
+
+# --------------------------------------------------------------------------------------------------
+# Privileges (PITFALLS 31): TRUNCATE ignores RLS
+# --------------------------------------------------------------------------------------------------
+
+def test_app_roles_hold_exactly_the_privileges_they_need(world: World) -> None:
+    """The privilege itself, from the catalog (has_table_privilege: grants to PUBLIC and memberships count),
+    not a TRUNCATE that happens to fail for another reason: app roles hold at most SELECT, INSERT, UPDATE,
+    DELETE on a tenant table, nothing on a partition; app_user all four on the tables it writes, app_readonly
+    SELECT only, and every role reads every tenant table."""
+    with admin_view(world.dsn) as conn:
+        privileges = list(TABLE_PRIVILEGES)
+        if conn.info.server_version >= 170000:
+            privileges.append("MAINTAIN")
+        held: dict[tuple[str, str], set[str]] = {}
+        for role, table, priv in conn.execute(
+            """SELECT r, t, x FROM unnest(%s::text[]) r, unnest(%s::text[]) t, unnest(%s::text[]) x
+                WHERE has_table_privilege(r, t::regclass, x)""",
+            (list(db.APP_ROLES), [t.name for t in world.tables + world.partitions], privileges),
+        ).fetchall():
+            held.setdefault((role, table), set()).add(priv)
+    p = Problems()
+    writes = {t.name for t in writable(world)}
+    for role in db.APP_ROLES:
+        for t in world.tables + world.partitions:
+            got = held.get((role, t.name), set())
+            if t.kind == "partition":
+                p.expect(not got, f"{role} holds {sorted(got)} on partition {t.name}: no direct access (PITFALLS 3)")
+                continue
+            p.expect(not got - NEEDED, f"{role} holds {sorted(got - NEEDED)} on {t.name}: TRUNCATE ignores RLS (PITFALLS 31)")
+            p.expect("SELECT" in got, f"{role} cannot read {t.name}")
+            if role == "app_user" and t.name in writes:
+                p.expect(got == NEEDED, f"app_user holds {sorted(got)} on {t.name}, expected exactly {sorted(NEEDED)}")
+            if role == "app_readonly" or t.name in world.read_only:
+                p.expect(got == {"SELECT"}, f"{role} holds {sorted(got)} on read-only {t.name}")
+    p.check(minimum=len(db.APP_ROLES) * len(world.tables + world.partitions))
+
+
+def test_truncate_is_refused_on_every_table_and_partition(world: World) -> None:
+    """The attack: as each app role in a tenant, TRUNCATE every table and partition on its own (CASCADE could
+    fail on some other table for another reason). TRUNCATE ignores RLS, so it must fail for lack of the
+    privilege (42501) every time; each attempt is rolled back."""
+    me = world.tenants[0]
+    p = Problems()
+    for role in db.APP_ROLES:
+        with app(world.dsn, role) as conn:
+            for t in world.tables + world.partitions:
+                with in_tenant(conn, me.id, me.user("admin")):
+                    got = sqlstate_of(conn, sql.SQL("TRUNCATE {}").format(sql.SQL(t.name)))
+                p.expect(got == PRIVILEGE, f"{role} in {me.slug}: TRUNCATE {t.name} gave {got or 'success'}, expected 42501 "
+                                           f"(it would empty every tenant's rows)")
+    p.check(minimum=len(db.APP_ROLES) * len(world.tables + world.partitions))
+
+
 # --------------------------------------------------------------------------------------------------
 # Views (PITFALLS 12) and privilege escalation
 # --------------------------------------------------------------------------------------------------
@@ -514,9 +617,13 @@ def test_pg_stats_shows_app_user_nothing(world: World) -> None:
 
 def test_views_run_as_the_caller(built_dsn: str) -> None:
     with psycopg.connect(built_dsn, autocommit=True) as admin:
+        # Every schema but the system ones (a reporting schema leaks as well as the lab's), objects of
+        # extensions aside.
         unsafe = admin.execute(
-            """SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c
-                WHERE c.relnamespace = current_schema()::regnamespace
+            """SELECT c.oid::regclass::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                                              AND d.deptype = 'e')
                   AND (c.relkind = 'm' OR (c.relkind = 'v' AND NOT coalesce(
                        (SELECT option_value::boolean FROM pg_options_to_table(c.reloptions) WHERE option_name = 'security_invoker'), false)))"""
         ).fetchall()
@@ -575,15 +682,73 @@ def test_app_user_cannot_escalate(world: World) -> None:
 
 
 def test_security_definer_functions_pin_their_search_path(world: World) -> None:
-    """A SECURITY DEFINER function app roles may call runs with its owner's rights: its search_path must be pinned."""
+    """Every SECURITY DEFINER function in every schema runs with its owner's rights, trigger functions included
+    (no app role may call them, yet any write fires them): each pins search_path, with pg_temp listed last
+    (unlisted, the caller's temporary schema is searched FIRST for tables)."""
     with admin_view(world.dsn) as conn:
-        loose = conn.execute(
-            """SELECT p.oid::regprocedure::text FROM pg_proc p
-                WHERE p.pronamespace = current_schema()::regnamespace AND p.prosecdef
-                  AND (has_function_privilege('app_user', p.oid, 'EXECUTE') OR has_function_privilege('app_admin', p.oid, 'EXECUTE'))
-                  AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%%')"""
+        found = conn.execute(
+            """SELECT p.oid::regprocedure::text, p.prorettype = 'trigger'::regtype,
+                      (SELECT substr(c, 13) FROM unnest(p.proconfig) c WHERE starts_with(c, 'search_path='))
+                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                                              AND d.deptype = 'e')"""
         ).fetchall()
-    assert loose == []
+    assert any(trigger for _, trigger, _ in found), "no SECURITY DEFINER trigger function found (01 and 04 have them)"
+    p = Problems()
+    for fn, _, path in found:
+        items = [i.strip().strip('"') for i in path.split(",")] if path is not None else []
+        p.expect(path is not None, f"{fn} is SECURITY DEFINER without SET search_path")
+        p.expect(path is None or items[-1] == "pg_temp", f"{fn}: search_path = {path}: pg_temp must be listed, last")
+    p.check(minimum=len(found))
+
+
+def _definer_triggers(world: World) -> list[tuple[str, str, list[str]]]:
+    """(table, function, the derived tables it writes) for every SECURITY DEFINER trigger function on a tenant table."""
+    with admin_view(world.dsn) as conn:
+        rows = conn.execute(
+            """SELECT DISTINCT t.tgrelid::regclass::text, p.oid::regprocedure::text, p.prosrc
+                 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+                WHERE p.prosecdef AND NOT t.tgisinternal AND t.tgrelid = ANY(%s::regclass[]) ORDER BY 1, 2""",
+            ([t.name for t in world.tables],)).fetchall()
+    return [(table, fn, sorted(n for n in world.read_only if re.search(rf"\b{re.escape(n)}\b", src)))
+            for table, fn, src in rows]
+
+
+def test_definer_triggers_ignore_the_callers_temporary_tables(world: World) -> None:
+    """The attack on a SECURITY DEFINER trigger function without a safe search_path: app_user creates a
+    temporary table named like the rollup the function writes, with a trigger of its own running a pg_temp
+    function, then writes a row. The rollup trigger runs as its owner; if it resolves the rollup's name to
+    the temporary table, app_user's function runs as the owner and counts every tenant's contacts."""
+    triggers = _definer_triggers(world)
+    assert triggers, "no SECURITY DEFINER trigger on a tenant table found (the rollups of 01 and 04 have them)"
+    schema = sql.Identifier(str(admin_one(world.dsn, "SELECT current_schema()")))
+    me = world.tenants[0]
+    p = Problems()
+    with app(world.dsn) as conn:
+        for table, fn, targets in triggers:
+            p.expect(bool(targets), f"{fn}: cannot tell which derived table it writes")
+            t = world.table(table)
+            row = new_version(world, t, sample_row(world.dsn, t, me.id), tenant_id=me.id)
+            with in_tenant(conn, me.id, me.user("admin")):  # rolled back: the temporary objects go with it
+                conn.execute("CREATE TEMP TABLE loot (who text, n bigint)")
+                conn.execute("GRANT ALL ON pg_temp.loot TO PUBLIC")
+                conn.execute(sql.SQL("CREATE FUNCTION pg_temp.steal() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                                     "INSERT INTO pg_temp.loot SELECT current_user, count(*) FROM {}.contacts; "
+                                     "RETURN NULL; END $$").format(schema))
+                for target in targets:
+                    shadow = sql.Identifier(target)
+                    conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}.{} INCLUDING ALL)").format(shadow, schema, shadow))
+                    conn.execute(sql.SQL("GRANT ALL ON pg_temp.{} TO PUBLIC").format(shadow))
+                    conn.execute(sql.SQL("CREATE TRIGGER steal AFTER INSERT OR UPDATE OR DELETE ON pg_temp.{} "
+                                         "FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.steal()").format(shadow))
+                err = sqlstate_of(conn, *insert_stmt(t, row))
+                loot = conn.execute("SELECT who, n FROM pg_temp.loot").fetchall()
+            p.expect(err is None, f"control: app_user cannot insert a {table} row ({err})")
+            p.expect(loot == [], f"{fn} (fired by {table}) wrote to app_user's temporary {', '.join(targets)}: "
+                                 f"app_user's code ran as {loot[0][0] if loot else '?'} and counted "
+                                 f"{loot[0][1] if loot else '?'} contacts of every tenant")
+    p.check(minimum=len(triggers) * 2)
 
 
 # --------------------------------------------------------------------------------------------------
