@@ -26,9 +26,19 @@ On the same data and in the same run it also measures:
 - **the LEAKPROOF decision of sql/04** (PITFALLS 11): the verbatim queries with the LEAKPROOF marks of
   ``jsonb_contains`` and the ``timestamptz``-vs-``timestamp`` comparisons taken back, the same way.
 
+It also measures **the first query on a new connection** (`cold_first_queries`): the warm-up above
+hides what every new backend pays once, planning with empty relation and catalog caches (Test 3 plans
+every monthly partition). For each query and tenant, many new logins as ``app_user`` with the tenant
+set, each timing the connect, the first execute + fetch and a second one, then verified; on as many
+other new logins ``EXPLAIN (ANALYZE, BUFFERS, SUMMARY)`` first and again, which splits the cost into
+PostgreSQL's Planning Time and Execution Time and shows the catalog pages planning reads, and on as many
+more ``PREPARE`` first and again (parsing and rewriting, which Planning Time leaves out); and the first
+checkouts from a real ``psycopg_pool`` pool, with and without `warm_up_backend` as its ``configure``,
+and new client logins through a real PgBouncer in transaction mode (`labhelpers.pooler`, when installed).
+
 Results: ``results.json`` (samples, percentiles, plans, server and machine), ``report.md`` (the table a
-student reads) and ``latency-<tenant>.png`` in ``runs/bench/<scale>/`` by default. `latest_results`
-reads the newest results back (the benchmark criterion of `labhelpers.checks` uses it). No plotting
+student reads), ``latency-<tenant>.png`` and ``cold-<largest tenant>.png`` in ``runs/bench/<scale>/`` by
+default. `latest_results` reads the newest results back (the benchmark criterion of `labhelpers.checks` uses it). No plotting
 here beyond calling `labhelpers.plots`.
 """
 
@@ -55,10 +65,15 @@ from .errors import LabError
 
 __all__ = [
     "BENCHMARKS",
+    "COLD_CONNECTIONS",
     "Benchmark",
+    "ColdFirstQuery",
     "Stats",
     "DEFAULT_OUT",
     "TARGETS_MS",
+    "cold_first_queries",
+    "cold_table",
+    "explain_timings",
     "latest_results",
     "load_results",
     "machine_info",
@@ -69,6 +84,7 @@ __all__ = [
     "summary_table",
     "time_query",
     "verify_session",
+    "warm_up_backend",
     "write_report",
 ]
 
@@ -564,6 +580,7 @@ def run_bench(
     plans: bool = True,
     plot: bool = True,
     auto_seed: bool = True,
+    cold_connections: int | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark on the database of ``dsn`` and write results.json, report.md and the pictures.
@@ -578,6 +595,9 @@ def run_bench(
     :param variants: also measure RLS overhead, policy variants and the LEAKPROOF decision.
     :param plans: record EXPLAIN ANALYZE plans (as app_user, in the timed session).
     :param plot: write the latency pictures (PNG).
+    :param cold_connections: new logins per query and tenant for the first execution on a new connection
+        (`cold_first_queries`, after the warm series), and per pool for the first checkouts from a real
+        pool; default ``min(COLD_CONNECTIONS, repeat)``; 0 skips it.
     :param on_progress: ``callback(task, done, total)``.
     Returns the results (the content of results.json).
     Raise LabError if the database holds another scale, has no data, or a timed session is not app_user
@@ -626,7 +646,9 @@ def run_bench(
             log.warning("bench: the data was generated %.0f days ago: the 'last 7/30 days' windows hold fewer "
                         "rows than at seeding time (re-seed with --replace for fresh windows)", anchor_age_days)
 
-    total_steps = len(tenants) * (len(BENCHMARKS) + 3) + (3 if variants else 0)
+    n_cold = min(COLD_CONNECTIONS, repeat) if cold_connections is None else cold_connections
+    total_steps = len(tenants) * (len(BENCHMARKS) + 3) + (3 if variants else 0) + \
+        (len(tenants) + 1 if n_cold > 0 else 0)
     step = 0
 
     def tick(what: str) -> None:
@@ -636,7 +658,7 @@ def run_bench(
             on_progress("bench", step, total_steps)
         log.info("bench: %s", what)
 
-    # 1. the timed sessions: app_user, one per tenant
+    # 1. the timed sessions: app_user, one per tenant, warmed up
     for tenant in tenants:
         with db.connect(admin_dsn, role="app_user", autocommit=True) as conn:
             conn.prepare_threshold = None  # every run parsed, planned and executed: no plan cache
@@ -716,7 +738,28 @@ def run_bench(
 
     _mark_criterion(results)
 
-    # 2. RLS overhead, policy variants, LEAKPROOF
+    # 2. the first query on a new connection, on the same data right after the warm series (so the data
+    # is as much in shared buffers as for them): what a new backend pays, and what a pool changes
+    results["cold"] = None
+    if n_cold > 0:
+        cold = _cold_first_queries(admin_dsn, tenants, BENCHMARKS, connections=n_cold, tick=tick)
+        results["cold"] = {
+            "connections": n_cold,
+            "how": "each sample a new login as app_user (psycopg.connect, timed), set_config of the tenant "
+                   "(timed), the query's first execute + fetch (timed) and a second one (timed), then "
+                   "verify_session; on as many other new logins EXPLAIN (ANALYZE, BUFFERS, SUMMARY) first, "
+                   "then again; round robin over the queries",
+            "queries": [_cold_record(r, results) for r in cold],
+            "connect": {t.slug: asdict(stats([s for r in cold if r.tenant == t.slug for s in r.samples_ms["connect"]]))
+                        for t in tenants if any(r.tenant == t.slug for r in cold)},
+            "pool": [_pool_first_checkouts(admin_dsn, tenants[0], bm, connections=n_cold, warm=warm)
+                     for bm in BENCHMARKS if bm.key in POOL_KEYS for warm in (False, True)]
+                    + [_pgbouncer_first_queries(admin_dsn, tenants[0], bm, connections=n_cold)
+                       for bm in BENCHMARKS if bm.key in POOL_KEYS],
+        }
+        tick("first checkouts from a pool")
+
+    # 3. RLS overhead, policy variants, LEAKPROOF
     if variants:
         results["rls_overhead"] = _rls_overhead(admin_dsn, tenants, results, repeat=repeat, warmup=warmup)
         tick("RLS overhead")
@@ -753,6 +796,463 @@ def _mark_criterion(results: dict[str, Any]) -> None:
             chosen = verbatim[0]
         if chosen is not None:
             chosen["criterion"] = True
+
+
+# --------------------------------------------------------------------------------------------------
+# The first query on a new connection
+# --------------------------------------------------------------------------------------------------
+
+# Fresh logins per query and tenant in `labhelpers bench` (at most `repeat`, so `--repeat 2` stays quick).
+COLD_CONNECTIONS = 40
+# The queries whose first checkout from a real pool is measured, with and without `warm_up_backend`.
+POOL_KEYS = ("test3", "test3_tuned")
+POOL_SIZE = 4
+
+
+@dataclass(frozen=True)
+class ColdFirstQuery:
+    """One benchmark query run first on new connections, each a fresh login as ``app_user``.
+
+    ``first`` is the client wall clock of the first execute + fetch after the tenant is set (what a new
+    pool connection or a student's first ``\\timing`` pays); ``second`` the same query right after on the
+    same connection. On other fresh logins ``EXPLAIN (ANALYZE, BUFFERS, SUMMARY)`` ran first, then again:
+    PostgreSQL's own Planning Time and Execution Time, cold and warm, and the shared buffers hit while
+    planning (catalog pages: the backend filling its relation and catalog caches) or read while executing
+    (data pages that were not in shared buffers). Planning Time leaves out parse analysis and the rewriter
+    (which adds the RLS policies), which fill caches too: on a third set of fresh logins ``PREPARE`` (parse,
+    analyze, rewrite, no planning) is timed first and again (``parse_cold``, ``parse_warm``).
+    """
+
+    key: str
+    lesson: str
+    title: str
+    variant: str
+    tenant: str
+    tenant_id: str
+    tenant_role: str
+    target_ms: float
+    connections: int                 # fresh logins timed, one first execution each
+    explain_connections: int         # fresh logins whose first statement after the tenant was EXPLAIN ANALYZE
+    connect: Stats                   # psycopg.connect: TCP, startup, SCRAM, a new backend
+    set_tenant: Stats                # set_config('app.current_tenant', ...), the session's first statement
+    first: Stats
+    second: Stats
+    new_connection: Stats            # connect + set_tenant + first, per connection: a request without a pool
+    planning_cold: Stats | None
+    execution_cold: Stats | None
+    planning_warm: Stats | None
+    execution_warm: Stats | None
+    parse_cold: Stats | None         # PREPARE round trip, first statement after the tenant on a new login
+    parse_warm: Stats | None         # a second PREPARE of the same text on that connection
+    planning_hit_cold: Stats | None  # shared buffer hits while planning, first EXPLAIN (blocks)
+    planning_hit_warm: Stats | None
+    planning_read_cold: int          # blocks read while planning, all cold EXPLAINs together
+    execution_read_cold: int         # blocks read while executing, all cold EXPLAINs together
+    rows_returned: int | None
+    verified: dict[str, Any]         # what verify_session saw on every connection (distinct values)
+    explain_cold: str                # one cold EXPLAIN as PostgreSQL printed it
+    explain_warm: str                # the same connection's second EXPLAIN
+    samples_ms: dict[str, list[float]]
+
+    @property
+    def passed(self) -> bool:
+        """Whether the first execution's p95 is within the lesson's target."""
+        return self.first.p95_ms <= self.target_ms
+
+    def timing_lines(self, which: str = "cold") -> str:
+        """PostgreSQL's own lines of the ``which`` ("cold" or "warm") EXPLAIN: the top plan node, then
+        the Planning buffers, Planning Time and Execution Time."""
+        text = self.explain_cold if which == "cold" else self.explain_warm
+        lines = text.splitlines()
+        start = next((i for i, line in enumerate(lines) if line.startswith("Planning")), len(lines))
+        return "\n".join(lines[:1] + lines[start:])
+
+
+def _fresh_session(app_dsn: str) -> tuple[psycopg.Connection, float]:
+    """A new login (a new backend); returns it with the time ``psycopg.connect`` took, ms. The timeout
+    comes with the startup packet, so no statement runs before the caller's."""
+    t0 = time.perf_counter_ns()
+    conn = psycopg.connect(app_dsn, autocommit=True, connect_timeout=10, options="-c statement_timeout=120s")
+    ms = (time.perf_counter_ns() - t0) / 1e6
+    conn.prepare_threshold = None
+    return conn, ms
+
+
+def _timed(cur: psycopg.RawCursor[Any], sql_text: str, params: Sequence[Any] | None) -> tuple[float, Any]:
+    t0 = time.perf_counter_ns()
+    cur.execute(sql_text, params)
+    rows = cur.fetchall() if cur.description is not None else None
+    return (time.perf_counter_ns() - t0) / 1e6, rows
+
+
+_PLANNING_TIME = re.compile(r"^Planning Time: ([\d.]+) ms", re.M)
+_EXECUTION_TIME = re.compile(r"^Execution Time: ([\d.]+) ms", re.M)
+
+
+def _shared(line: str, what: str) -> int:
+    """``shared hit=12 read=3`` -> 12 for "hit" (0 when absent)."""
+    m = re.search(r"shared(?: \w+=\d+)*? " + what + r"=(\d+)", line)
+    return int(m.group(1)) if m else 0
+
+
+def explain_timings(text: str) -> dict[str, float | int | None]:
+    """Planning and Execution Time (ms) and buffers of ``EXPLAIN (ANALYZE, BUFFERS, SUMMARY)`` text output:
+    ``planning_ms``, ``execution_ms``, ``planning_hit``, ``planning_read``, ``execution_hit``,
+    ``execution_read`` (the top node's buffers, which include its children's)."""
+    lines = text.splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.startswith("Planning")), len(lines))
+    plan_buf = next((line for line in lines[cut:] if line.strip().startswith("Buffers:")), "")
+    exec_buf = next((line for line in lines[:cut] if line.strip().startswith("Buffers:")), "")
+    p, e = _PLANNING_TIME.search(text), _EXECUTION_TIME.search(text)
+    return {
+        "planning_ms": float(p.group(1)) if p else None, "execution_ms": float(e.group(1)) if e else None,
+        "planning_hit": _shared(plan_buf, "hit"), "planning_read": _shared(plan_buf, "read"),
+        "execution_hit": _shared(exec_buf, "hit"), "execution_read": _shared(exec_buf, "read"),
+    }
+
+
+def _explain_fresh(app_dsn: str, bm: Benchmark, tenant: _Tenant, params: Sequence[Any] | None
+                   ) -> tuple[str, str, dict[str, Any]]:
+    """EXPLAIN (ANALYZE, BUFFERS, SUMMARY) as the first statement after the tenant on a new login, then
+    again; returns both texts and what verify_session saw afterwards."""
+    conn, _ = _fresh_session(app_dsn)
+    try:
+        cur = _raw_cursor(conn)
+        _timed(cur, SWITCH_SQL, [tenant.id])
+        stmt = "EXPLAIN (ANALYZE, BUFFERS, SUMMARY) " + bm.sql.rstrip().rstrip(";")
+        texts = ["\n".join(r[0] for r in _timed(cur, stmt, params)[1]) for _ in range(2)]
+        return texts[0], texts[1], verify_session(conn, tenant_id=tenant.id)
+    finally:
+        conn.close()
+
+
+def _parse_fresh(app_dsn: str, bm: Benchmark, tenant: _Tenant) -> tuple[float, float, dict[str, Any]]:
+    """PREPARE (parse analysis and rewrite, no planning) first on a new login, then again: round trips, ms."""
+    conn, _ = _fresh_session(app_dsn)
+    try:
+        cur = _raw_cursor(conn)
+        _timed(cur, SWITCH_SQL, [tenant.id])
+        text = bm.sql.rstrip().rstrip(";")
+        cold, _ = _timed(cur, f"PREPARE lab_cold_1 AS {text}", None)
+        warm, _ = _timed(cur, f"PREPARE lab_cold_2 AS {text}", None)
+        return cold, warm, verify_session(conn, tenant_id=tenant.id)
+    finally:
+        conn.close()
+
+
+def _first_on_fresh(app_dsn: str, bm: Benchmark, tenant: _Tenant, params: Sequence[Any] | None
+                    ) -> tuple[dict[str, float], Any, dict[str, Any]]:
+    """connect, set the tenant, the query twice, each timed; then verify_session (after, so that its own
+    catalog reads do not warm the backend first: the role is the login's, fixed before the query)."""
+    conn, connect_ms = _fresh_session(app_dsn)
+    try:
+        cur = _raw_cursor(conn)
+        set_ms, _ = _timed(cur, SWITCH_SQL, [tenant.id])
+        first_ms, rows = _timed(cur, bm.sql, params)
+        second_ms, _ = _timed(cur, bm.sql, params)
+        seen = verify_session(conn, tenant_id=tenant.id)
+    finally:
+        conn.close()
+    return {"connect": connect_ms, "set_tenant": set_ms, "first": first_ms, "second": second_ms}, rows, seen
+
+
+def _series(parsed: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], which: int, field: str) -> list[float]:
+    """One figure of every (cold, warm) pair of parsed EXPLAINs: ``which`` 0 = cold, 1 = warm."""
+    return [float(p[which][field]) for p in parsed if p[which][field] is not None]
+
+
+def _stats_or_none(samples: Sequence[float]) -> Stats | None:
+    return stats(samples) if samples else None
+
+
+def _verified(seen: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    facts: dict[str, Any] = {k: sorted({s[k] for s in seen}, key=str)
+                             for k in ("current_user", "session_user", "rolsuper", "rolbypassrls", "owns_tables",
+                                       "tenant")}
+    facts["checked"] = len(seen)
+    facts["distinct_backends"] = len({s["pid"] for s in seen})
+    return facts
+
+
+def _cold_first_queries(admin_dsn: str, tenants: Sequence[_Tenant], benchmarks: Sequence[Benchmark], *,
+                        connections: int, explain: bool = True,
+                        tick: Callable[[str], None] | None = None) -> list[ColdFirstQuery]:
+    app_dsn = db.role_dsn(admin_dsn, "app_user")
+    out = []
+    for tenant in tenants:
+        # the parameters are computed once, by the administrator: on the fresh sessions nothing runs first
+        with db.connect(admin_dsn, autocommit=True) as admin:
+            params = {bm.key: _params_for(admin, bm, tenant.id) for bm in benchmarks}
+        runs: dict[str, dict[str, list[Any]]] = {bm.key: {} for bm in benchmarks}
+        # round robin: each round one new login per query, so drift in the machine's load spreads evenly
+        for _ in range(connections):
+            for bm in benchmarks:
+                got = runs[bm.key]
+                try:
+                    times, rows, seen = _first_on_fresh(app_dsn, bm, tenant, params[bm.key])
+                except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+                    got["missing"] = [True]
+                    continue
+                for k, v in times.items():
+                    got.setdefault(k, []).append(v)
+                got.setdefault("new_connection", []).append(times["connect"] + times["set_tenant"] + times["first"])
+                got.setdefault("seen", []).append(seen)
+                got["rows"] = [len(rows) if isinstance(rows, list) else None]
+                if explain:
+                    cold, warm, seen = _explain_fresh(app_dsn, bm, tenant, params[bm.key])
+                    got.setdefault("explain", []).append((cold, warm))
+                    got["seen"].append(seen)
+                    parse_cold, parse_warm, seen = _parse_fresh(app_dsn, bm, tenant)
+                    got.setdefault("parse_cold", []).append(parse_cold)
+                    got.setdefault("parse_warm", []).append(parse_warm)
+                    got["seen"].append(seen)
+        for bm in benchmarks:
+            got = runs[bm.key]
+            if "first" not in got:
+                log.warning("bench: %s needs a schema change: %s (no cold measurement)", bm.key, bm.needs)
+                continue
+            parsed = [(explain_timings(c), explain_timings(w)) for c, w in got.get("explain", [])]
+
+            rec = ColdFirstQuery(
+                key=bm.key, lesson=bm.lesson, title=bm.title, variant=bm.variant, tenant=tenant.slug,
+                tenant_id=tenant.id, tenant_role=tenant.role, target_ms=bm.target_ms,
+                connections=len(got["first"]), explain_connections=len(parsed),
+                connect=stats(got["connect"]), set_tenant=stats(got["set_tenant"]),
+                first=stats(got["first"]), second=stats(got["second"]), new_connection=stats(got["new_connection"]),
+                planning_cold=_stats_or_none(_series(parsed, 0, "planning_ms")),
+                execution_cold=_stats_or_none(_series(parsed, 0, "execution_ms")),
+                planning_warm=_stats_or_none(_series(parsed, 1, "planning_ms")),
+                execution_warm=_stats_or_none(_series(parsed, 1, "execution_ms")),
+                parse_cold=_stats_or_none(got.get("parse_cold", [])),
+                parse_warm=_stats_or_none(got.get("parse_warm", [])),
+                planning_hit_cold=_stats_or_none(_series(parsed, 0, "planning_hit")),
+                planning_hit_warm=_stats_or_none(_series(parsed, 1, "planning_hit")),
+                planning_read_cold=int(sum(_series(parsed, 0, "planning_read"))),
+                execution_read_cold=int(sum(_series(parsed, 0, "execution_read"))),
+                rows_returned=got["rows"][0], verified=_verified(got["seen"]),
+                explain_cold=got["explain"][0][0] if parsed else "", explain_warm=got["explain"][0][1] if parsed else "",
+                samples_ms={k: [round(s, 4) for s in got[k]]
+                            for k in ("connect", "set_tenant", "first", "second", "new_connection", "parse_cold",
+                                      "parse_warm") if k in got}
+                | {"planning_cold": _series(parsed, 0, "planning_ms"), "execution_cold": _series(parsed, 0, "execution_ms"),
+                   "planning_warm": _series(parsed, 1, "planning_ms"), "execution_warm": _series(parsed, 1, "execution_ms")},
+            )
+            out.append(rec)
+            log.info("bench: %s [%s] first on a new connection: p50 %.2f ms, p95 %.2f ms (second %.2f ms)",
+                     bm.key, tenant.slug, rec.first.p50_ms, rec.first.p95_ms, rec.second.p50_ms)
+        if tick:
+            tick(f"first queries on new connections [{tenant.slug}]")
+    return out
+
+
+def cold_first_queries(
+    dsn: str | None = None,
+    *,
+    tenants: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
+    connections: int = 10,
+    explain: bool = True,
+) -> list[ColdFirstQuery]:
+    """Time the first execution of the benchmark queries on new connections, as ``app_user`` under RLS.
+
+    For each tenant and query, ``connections`` times: a new login as ``app_user`` (timed), the tenant set
+    (timed), the query's first execute + fetch (timed), the same again (timed), then `verify_session`.
+    With ``explain``, as many other new logins run ``EXPLAIN (ANALYZE, BUFFERS, SUMMARY)`` first, then
+    again: planning vs execution, cold vs warm, in PostgreSQL's own figures; and as many more time
+    ``PREPARE`` first and again (parse analysis and rewrite, which Planning Time leaves out).
+
+    :param dsn: admin DSN (resolved as everywhere); the measured sessions log in as ``app_user``.
+    :param tenants: tenant slugs; default the largest and the smallest by contacts.
+    :param keys: `BENCHMARKS` keys; default all of them.
+    :param connections: new logins per tenant and query (and twice as many more with ``explain``).
+    Returns one `ColdFirstQuery` per tenant and query (queries whose schema is missing are left out).
+    Raise LabError if a tenant or key is unknown, there is no data, or a session is not app_user under
+    RLS with the tenant set.
+    """
+    admin_dsn = db.resolve_dsn(dsn)
+    with db.connect(admin_dsn, autocommit=True) as admin:
+        picked = _pick_tenants(admin)
+        if tenants is not None:
+            rows = admin.execute(
+                "SELECT t.id::text, t.slug,"
+                " (SELECT count(*) FROM contacts AS c WHERE c.tenant_id = t.id),"
+                " (SELECT count(*) FROM leads AS l WHERE l.tenant_id = t.id),"
+                " (SELECT count(*) FROM activities AS a WHERE a.tenant_id = t.id)"
+                " FROM tenants AS t WHERE t.slug = ANY(%s)", (list(tenants),)).fetchall()
+            found = {r[1]: r for r in rows}
+            unknown = [s for s in tenants if s not in found]
+            if unknown:
+                raise LabError(f"no tenant {', '.join(unknown)}")
+            roles = {t.slug: t.role for t in picked}
+            picked = [_Tenant(*found[s], role=roles.get(s, "chosen")) for s in tenants]
+    by_key = {bm.key: bm for bm in BENCHMARKS}
+    unknown = [k for k in keys or () if k not in by_key]
+    if unknown:
+        raise LabError(f"no benchmark {', '.join(unknown)}; expected one of: {', '.join(by_key)}")
+    chosen = [by_key[k] for k in keys] if keys else list(BENCHMARKS)
+    db.connect(admin_dsn, role="app_user").close()  # LabError when the role is missing
+    return _cold_first_queries(admin_dsn, picked, chosen, connections=connections, explain=explain)
+
+
+def cold_table(records: Sequence[ColdFirstQuery]) -> list[dict[str, Any]]:
+    """One row per record (ms): connect, first and second execution, EXPLAIN's planning and execution
+    time cold and warm, the shared buffers planning hit cold and warm (p50); for a DataFrame."""
+
+    def p50(s: Stats | None) -> float | None:
+        return s.p50_ms if s is not None else None
+
+    return [{
+        "query": _short_title(r.title, r.variant), "tenant": r.tenant, "n": r.connections,
+        "connect p50": r.connect.p50_ms, "first p50": r.first.p50_ms, "first p95": r.first.p95_ms,
+        "second p50": r.second.p50_ms, "planning cold p50": p50(r.planning_cold),
+        "planning warm p50": p50(r.planning_warm), "execution cold p50": p50(r.execution_cold),
+        "execution warm p50": p50(r.execution_warm), "parse cold p50": p50(r.parse_cold),
+        "parse warm p50": p50(r.parse_warm), "planning buffers cold": p50(r.planning_hit_cold),
+        "planning buffers warm": p50(r.planning_hit_warm), "target": r.target_ms,
+        "first p95 within target": r.passed,
+    } for r in records]
+
+
+def _short_title(title: str, variant: str) -> str:
+    """"Test 3 tuned: the time window..." -> "Test 3 tuned"; a tuned title without "tuned" gets it."""
+    head = title.split(":")[0]
+    return head if variant != "tuned" or "tuned" in head or "rollup" in head else f"{head} (tuned)"
+
+
+def warm_up_backend(conn: psycopg.Connection) -> None:
+    """Plan every benchmark query once, so the backend's relation and catalog caches are warm.
+
+    Meant as a `psycopg_pool.ConnectionPool` ``configure`` callback: it runs once per new pool
+    connection, before its first checkout. ``EXPLAIN (GENERIC_PLAN)`` (PostgreSQL 16+) plans a query
+    with ``$n`` placeholders without running it, so it needs no tenant and reads no rows; a generic plan
+    prunes nothing at plan time, so every partition's relation is opened. Queries whose columns or
+    tables are missing are skipped. The connection is left idle (committed when not autocommit).
+    """
+    generic_explain = conn.info.server_version >= 160000
+    for bm in BENCHMARKS:
+        text = bm.sql.rstrip().rstrip(";")
+        try:
+            if generic_explain:
+                conn.execute("EXPLAIN (GENERIC_PLAN) " + text, prepare=False).fetchall()
+            else:
+                _explain_generic_before_16(conn, text)
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+            if not conn.autocommit:
+                conn.rollback()
+    if not conn.autocommit:
+        conn.commit()
+
+
+def _explain_generic_before_16(conn: psycopg.Connection, text: str) -> None:
+    """PostgreSQL 15 has no GENERIC_PLAN: prepare, force a generic plan, EXPLAIN EXECUTE with NULLs."""
+    n = max((int(m) for m in re.findall(r"\$(\d+)", text)), default=0)
+    conn.execute("PREPARE lab_warm_up AS " + text, prepare=False)
+    try:
+        conn.execute("SET plan_cache_mode = force_generic_plan", prepare=False)
+        args = f"({', '.join(['NULL'] * n)})" if n else ""
+        conn.execute(f"EXPLAIN EXECUTE lab_warm_up{args}", prepare=False).fetchall()
+    finally:
+        conn.execute("RESET plan_cache_mode", prepare=False)
+        conn.execute("DEALLOCATE lab_warm_up", prepare=False)
+
+
+def _pool_first_checkouts(admin_dsn: str, tenant: _Tenant, bm: Benchmark, *, connections: int,
+                          warm: bool, size: int = POOL_SIZE) -> dict[str, Any]:
+    """The first query on each connection of a real psycopg_pool (``min_size = max_size = size``, opened
+    and filled before timing), with and without `warm_up_backend` as its ``configure`` callback."""
+    from psycopg_pool import ConnectionPool
+
+    app_dsn = db.role_dsn(admin_dsn, "app_user")
+    with db.connect(admin_dsn, autocommit=True) as admin:
+        params = _params_for(admin, bm, tenant.id)
+    warm_ms: list[float] = []
+
+    def configure(conn: psycopg.Connection) -> None:
+        t0 = time.perf_counter_ns()
+        warm_up_backend(conn)
+        warm_ms.append((time.perf_counter_ns() - t0) / 1e6)
+
+    first: list[float] = []
+    second: list[float] = []
+    seen: list[dict[str, Any]] = []
+    while len(first) < connections:
+        with ConnectionPool(app_dsn, min_size=size, max_size=size, open=True,
+                            configure=configure if warm else None,
+                            kwargs={"autocommit": True, "prepare_threshold": None,
+                                    "options": "-c statement_timeout=120s"}) as pool:
+            pool.wait(timeout=60)
+            held = [pool.getconn() for _ in range(size)]  # every connection of the pool, each once
+            try:
+                for conn in held[:connections - len(first)]:
+                    cur = _raw_cursor(conn)
+                    _timed(cur, SWITCH_SQL, [tenant.id])
+                    first.append(_timed(cur, bm.sql, params)[0])
+                    second.append(_timed(cur, bm.sql, params)[0])
+                    seen.append(verify_session(conn, tenant_id=tenant.id))
+            finally:
+                for conn in held:
+                    pool.putconn(conn)
+    return {
+        "key": bm.key, "title": bm.title, "variant": bm.variant, "tenant": tenant.slug, "target_ms": bm.target_ms,
+        "pool": f"psycopg_pool.ConnectionPool(min_size={size}, max_size={size}"
+                + (", configure=bench.warm_up_backend)" if warm else ")"),
+        "warm_up": warm, "connections": len(first), "connect": None,
+        "first": asdict(stats(first)), "second": asdict(stats(second)),
+        "warm_up_ms": asdict(stats(warm_ms)) if warm_ms else None, "verified": _verified(seen),
+        "samples_ms": {"first": [round(s, 4) for s in first], "second": [round(s, 4) for s in second],
+                       "warm_up": [round(s, 4) for s in warm_ms]},
+    }
+
+
+def _pgbouncer_first_queries(admin_dsn: str, tenant: _Tenant, bm: Benchmark, *, connections: int,
+                             pool_size: int = 2) -> dict[str, Any]:
+    """New client logins through a real PgBouncer (transaction mode, `labhelpers.pooler.PgBouncer`), one
+    after another: each connects (timed), sets the tenant for its transaction, runs the query twice (timed)
+    and verify_session inside the same transaction. The server connections outlive the clients."""
+    from . import pooler
+
+    if pooler.pgbouncer_binary() is None:
+        return {"key": bm.key, "title": bm.title, "tenant": tenant.slug, "skipped": "pgbouncer is not installed"}
+    with db.connect(admin_dsn, autocommit=True) as admin:
+        params = _params_for(admin, bm, tenant.id)
+    connect: list[float] = []
+    first: list[float] = []
+    second: list[float] = []
+    seen: list[dict[str, Any]] = []
+    with pooler.PgBouncer(admin_dsn, pool_size=pool_size, pool_mode="transaction") as bouncer:
+        client_dsn = bouncer.dsn(db.dbname_of(admin_dsn), "app_user")
+        version = bouncer.version()
+        for _ in range(connections):
+            t0 = time.perf_counter_ns()
+            conn = psycopg.connect(client_dsn, autocommit=False, **db.TRANSACTION_POOLING)  # type: ignore[arg-type]
+            connect.append((time.perf_counter_ns() - t0) / 1e6)
+            try:
+                cur = _raw_cursor(conn)
+                _timed(cur, "SELECT set_config('app.current_tenant', $1, true)", [tenant.id])  # BEGIN first
+                first.append(_timed(cur, bm.sql, params)[0])
+                second.append(_timed(cur, bm.sql, params)[0])
+                seen.append(verify_session(conn, tenant_id=tenant.id))
+                conn.commit()
+            finally:
+                conn.close()
+    return {
+        "key": bm.key, "title": bm.title, "variant": bm.variant, "tenant": tenant.slug, "target_ms": bm.target_ms,
+        "pool": f"{version}, pool_mode=transaction, default_pool_size={pool_size}", "warm_up": False,
+        "connections": len(first), "connect": asdict(stats(connect)),
+        "first": asdict(stats(first)), "second": asdict(stats(second)), "warm_up_ms": None,
+        "verified": _verified(seen),
+        "samples_ms": {"connect": [round(s, 4) for s in connect], "first": [round(s, 4) for s in first],
+                       "second": [round(s, 4) for s in second]},
+    }
+
+
+def _cold_record(r: ColdFirstQuery, results: Mapping[str, Any]) -> dict[str, Any]:
+    """A `ColdFirstQuery` for results.json, beside the warm p50/p95 of the same query and tenant."""
+    warm = next((b for b in results["benchmarks"] if b.get("key") == r.key and b.get("tenant") == r.tenant
+                 and "p50_ms" in b), None)
+    return {**asdict(r), "passed": r.passed,
+            "margin": round(r.target_ms / r.first.p95_ms, 1) if r.first.p95_ms > 0 else None,
+            "warm": {k: warm[k] for k in ("p50_ms", "p95_ms", "p99_ms")} if warm else None}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1005,9 +1505,101 @@ def report_markdown(results: Mapping[str, Any]) -> str:
             lines.append(f"| {r['title']} | {r['tenant']} | {_fmt(r['not_leakproof']['p95_ms'])} | {with_lp} | "
                          f"{r['target_ms']:g} | {r.get('plan_top') or '-'} |")
         lines.append("")
+    lines += _cold_markdown(results.get("cold"))
     settings = srv.get("settings", {})
     lines += ["## Server", "", ", ".join(f"{k} {v}" for k, v in settings.items()), ""]
     return "\n".join(lines)
+
+
+def _cold_markdown(cold: Mapping[str, Any] | None) -> list[str]:
+    """The report's section on the first query on a new connection (nothing when it was not measured)."""
+    if not cold or not cold.get("queries"):
+        return []
+    qs = cold["queries"]
+    checked = sum(r["verified"]["checked"] for r in qs)
+    backends = sum(r["verified"]["distinct_backends"] for r in qs)
+    users = sorted({u for r in qs for u in r["verified"]["current_user"]})
+    lines = [
+        "## The first query on a new connection", "",
+        f"{cold['connections']} new logins per query and tenant, each as app_user with the tenant set, timing the "
+        "query's first execute + fetch, then a second one on the same connection; on as many other new logins, "
+        "`EXPLAIN (ANALYZE, BUFFERS, SUMMARY)` first and again (PostgreSQL's Planning Time and Execution Time; "
+        "planning buffers = shared buffer hits while planning: the catalog pages a new backend reads to fill "
+        "its relation and catalog caches); on as many more, `PREPARE` first and again (parse analysis and the "
+        "rewriter, which adds the RLS policies: they fill caches too, and Planning Time leaves them out; a "
+        f"round trip, client clock). {checked} sessions verified afterwards (current_user "
+        f"{', '.join(users)}, no superuser, no BYPASSRLS, not the owner, the tenant set), {backends} distinct "
+        "backends. Warm = the warm-up-then-repeat series above.", "",
+    ]
+    for slug, c in (cold.get("connect") or {}).items():
+        sets = [x for r in qs if r["tenant"] == slug for x in r["samples_ms"]["set_tenant"]]
+        reads = sum(r["execution_read_cold"] for r in qs if r["tenant"] == slug)
+        catalog_reads = sum(r["planning_read_cold"] for r in qs if r["tenant"] == slug)
+        lines.append(f"- {slug}: connect (`psycopg.connect`: TCP, SCRAM, a new backend) p50 {_fmt(c['p50_ms'])}, "
+                     f"p95 {_fmt(c['p95_ms'])}, p99 {_fmt(c['p99_ms'])} ms over {c['n']} logins; the tenant switch "
+                     f"as the session's first statement p50 {_fmt(percentile(sets, 50))}, p95 "
+                     f"{_fmt(percentile(sets, 95))} ms (target 10); blocks read from outside shared buffers by all "
+                     f"the cold EXPLAINs: {reads:,} while executing, {catalog_reads:,} while planning")
+    lines += ["", "| query | tenant | first p50 | first p95 | first p99 | second p50 | warm p50 / p95 | "
+              "connect + tenant + first p50 / p95 | parse + rewrite cold / warm p50 | planning cold / warm p50 | "
+              "execution cold / warm p50 | planning buffers cold / warm | target | first p95 vs target |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+
+    def pair(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, fmt: Callable[[float], str] = _fmt) -> str:
+        return f"{fmt(a['p50_ms']) if a else '-'} / {fmt(b['p50_ms']) if b else '-'}"
+
+    for r in qs:
+        warm = r.get("warm")
+        verdict = ("PASS" if r["passed"] else "**MISS**") + f" ({r['margin']}x)"
+        lines.append(
+            f"| {r['title']} | {r['tenant']} | {_fmt(r['first']['p50_ms'])} | {_fmt(r['first']['p95_ms'])} | "
+            f"{_fmt(r['first']['p99_ms'])} | {_fmt(r['second']['p50_ms'])} | "
+            f"{(_fmt(warm['p50_ms']) + ' / ' + _fmt(warm['p95_ms'])) if warm else '-'} | "
+            f"{_fmt(r['new_connection']['p50_ms'])} / {_fmt(r['new_connection']['p95_ms'])} | "
+            f"{pair(r.get('parse_cold'), r.get('parse_warm'))} | "
+            f"{pair(r['planning_cold'], r['planning_warm'])} | {pair(r['execution_cold'], r['execution_warm'])} | "
+            f"{pair(r['planning_hit_cold'], r['planning_hit_warm'], lambda v: f'{v:,.0f}')} | "
+            f"{r['target_ms']:g} | {verdict} |")
+    pools = [p for p in cold.get("pool") or [] if "first" in p]
+    if pools:
+        lines += ["", "Behind a pool: psycopg_pool, every connection of a pool checked out once (the pool filled "
+                  "before timing, so no connect), and new client logins one after another through a real PgBouncer "
+                  "(transaction mode: the tenant set for the transaction; the server connections outlive the "
+                  "clients). app_user, the tenant set, verified in each session:", "",
+                  "| query | tenant | pool | clients | server backends | connect p50 | first query p50 | p95 | max | "
+                  "second p50 | warm-up per connection p50 |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for p in pools:
+            wu = _fmt(p["warm_up_ms"]["p50_ms"]) if p.get("warm_up_ms") else "-"
+            conn_p50 = _fmt(p["connect"]["p50_ms"]) if p.get("connect") else "-"
+            lines.append(f"| {p['title']} | {p['tenant']} | `{p['pool']}` | {p['connections']} | "
+                         f"{p['verified']['distinct_backends']} | {conn_p50} | {_fmt(p['first']['p50_ms'])} | "
+                         f"{_fmt(p['first']['p95_ms'])} | {_fmt(p['first']['max_ms'])} | "
+                         f"{_fmt(p['second']['p50_ms'])} | {wu} |")
+    for p in cold.get("pool") or []:
+        if "skipped" in p:
+            lines.append(f"- {p['title']} behind PgBouncer: skipped ({p['skipped']})")
+    lines.append("")
+    return lines
+
+
+def _plot_cold(results: Mapping[str, Any], tenant: Mapping[str, Any], plots: Any) -> Any:
+    """Warm samples beside first-on-a-new-connection samples, for the criterion queries and verbatim Test 3."""
+    cold = {r["key"]: r for r in (results.get("cold") or {}).get("queries", []) if r["tenant"] == tenant["slug"]}
+    picked = [r for r in results["benchmarks"] if r.get("tenant") == tenant["slug"] and r.get("key") in cold
+              and (r.get("criterion") or r.get("key") == "test3")]
+    if not picked:
+        return None
+    samples: dict[str, list[float]] = {}
+    targets: dict[str, float] = {}
+    for r in picked:
+        name = _short_title(r["title"], r["variant"])
+        for label, xs in ((f"{name}, warm", r["samples_ms"]), (f"{name}, cold", cold[r["key"]]["samples_ms"]["first"])):
+            samples[label] = xs
+            targets[label] = r["target_ms"]
+    return plots.plot_latencies(
+        samples, targets=targets,
+        title=f"Scale {results['scale']}, {tenant['slug']}, app_user: warm vs cold (first query, new connection)")
 
 
 def write_report(results: Mapping[str, Any], out_dir: str | Path, *, plot: bool = True) -> Path:
@@ -1037,6 +1629,10 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, plot: bool 
                     title=f"Scale {results['scale']}, tenant {tenant['slug']} ({tenant['role']}, "
                           f"{tenant['contacts']:,} contacts): app_user under RLS")
                 fig.savefig(out / f"latency-{tenant['slug']}.png", dpi=110)
+            if results.get("cold"):
+                fig = _plot_cold(results, results["tenants"][0], plots)
+                if fig is not None:
+                    fig.savefig(out / f"cold-{results['tenants'][0]['slug']}.png", dpi=110)
     log.info("bench: results in %s", out)
     return out
 

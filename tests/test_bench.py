@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labhelpers import bench, checks, datagen, db, stages
+from labhelpers import bench, checks, datagen, db, pooler, stages
 from labhelpers.cli import cli
 from labhelpers.errors import LabError
 
@@ -137,6 +137,26 @@ def test_bench_at_small_scale(seeded_dsn: str, tmp_path: Path, monkeypatch: pyte
     report = (out / "report.md").read_text()
     assert "app_user under RLS" in report and "Test 2" in report
     assert (out / "latency-acme.png").stat().st_size > 10_000
+    # the first query on new connections (min(40, repeat) = 3 logins per query and tenant), and from a pool
+    cold = results["cold"]
+    assert cold["connections"] == 3 and len(cold["queries"]) == len(bench.BENCHMARKS) * 2
+    for r in cold["queries"]:
+        assert r["verified"]["current_user"] == ["app_user"] and r["verified"]["distinct_backends"] == 9
+        assert len(r["samples_ms"]["first"]) == 3 and r["warm"]["p50_ms"] is not None
+        assert r["passed"] == (r["first"]["p95_ms"] <= r["target_ms"])
+    assert {(p["key"], p["warm_up"]) for p in cold["pool"]} == {(k, w) for k in bench.POOL_KEYS for w in (False, True)}
+    bouncer = [p for p in cold["pool"] if "PgBouncer" in p.get("pool", "") or "skipped" in p]
+    assert len(bouncer) == len(bench.POOL_KEYS)  # one series through a real PgBouncer per query, or why not
+    assert all("skipped" in p for p in bouncer) == (pooler.pgbouncer_binary() is None)
+    for p in cold["pool"]:
+        if "skipped" in p:
+            continue
+        assert p["connections"] == 3 and p["verified"]["current_user"] == ["app_user"]
+        assert p["verified"]["tenant"] == [results["tenants"][0]["id"]]
+        assert (p["warm_up_ms"] is not None) == p["warm_up"]  # configure ran on every connection of the pool
+        assert not p["warm_up"] or p["warm_up_ms"]["n"] >= 3
+    assert "## The first query on a new connection" in report and "configure=bench.warm_up_backend" in report
+    assert (out / "cold-acme.png").stat().st_size > 10_000
     # read back for the success criterion
     monkeypatch.setattr(bench, "DEFAULT_OUT", tmp_path)
     latest = bench.latest_results("small")
@@ -149,6 +169,76 @@ def test_bench_at_small_scale(seeded_dsn: str, tmp_path: Path, monkeypatch: pyte
         assert checks.check_benchmarks(admin).passed is not None
     with psycopg.connect(db.with_dbname(seeded_dsn, "postgres")) as elsewhere:
         assert checks.check_benchmarks(elsewhere).passed is None
+
+
+@pytest.fixture
+def tiny_dsn(fresh_dsn: str) -> str:
+    """The whole schema and the tiny dataset (4 tenants, 550 contacts)."""
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        stages.build(conn)
+    datagen.seed(fresh_dsn, scale="tiny")
+    return fresh_dsn
+
+
+def test_cold_first_queries_at_tiny_scale(tiny_dsn: str) -> None:
+    recs = bench.cold_first_queries(tiny_dsn, keys=["test3", "test3_tuned", "test1"], connections=3)
+    assert sorted((r.key, r.tenant_role) for r in recs) == sorted(
+        (k, role) for k in ("test3", "test3_tuned", "test1") for role in ("largest", "smallest"))
+    for r in recs:
+        # N fresh logins timed, N more for EXPLAIN, N more for PREPARE; every one verified as app_user under
+        # RLS with the tenant set
+        assert r.connections == 3 and r.explain_connections == 3
+        v = r.verified
+        assert v["current_user"] == ["app_user"] and v["session_user"] == ["app_user"]
+        assert v["rolsuper"] == [False] and v["rolbypassrls"] == [False] and v["owns_tables"] == [False]
+        assert v["tenant"] == [r.tenant_id] and v["checked"] == 9 and v["distinct_backends"] == 9
+        assert all(len(r.samples_ms[k]) == 3 for k in ("connect", "set_tenant", "first", "second", "parse_cold"))
+        # PostgreSQL's own split, cold and warm, from every EXPLAIN; parse and rewrite from every PREPARE
+        for s in (r.planning_cold, r.execution_cold, r.planning_warm, r.execution_warm, r.planning_hit_cold,
+                  r.parse_cold, r.parse_warm):
+            assert s is not None and s.n == 3
+        assert "Planning Time:" in r.explain_cold and "Execution Time:" in r.explain_warm
+        lines = r.timing_lines("cold").splitlines()
+        assert lines[0].startswith("Limit") and lines[-2].startswith("Planning Time:")
+        assert lines[-1].startswith("Execution Time:")
+    # a count, not a time: a new backend reads catalog pages while planning, the same backend again far fewer
+    t3 = next(r for r in recs if r.key == "test3" and r.tenant_role == "largest")
+    assert t3.planning_hit_cold is not None and t3.planning_hit_warm is not None
+    assert t3.planning_hit_cold.min_ms > t3.planning_hit_warm.max_ms
+    assert bench.cold_table(recs)[0]["n"] == 3
+    with pytest.raises(LabError, match="no benchmark"):
+        bench.cold_first_queries(tiny_dsn, keys=["test9"], connections=1)
+    with pytest.raises(LabError, match="no tenant"):
+        bench.cold_first_queries(tiny_dsn, tenants=["nobody"], connections=1)
+
+
+def test_warm_up_backend_plans_without_a_tenant(tiny_dsn: str) -> None:
+    with db.connect(tiny_dsn, role="app_user", autocommit=False) as conn:
+        bench.warm_up_backend(conn)  # no tenant set: EXPLAIN (GENERIC_PLAN) reads no rows
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        conn.execute("SELECT set_config('app.current_tenant', %s, false)", (ACME,))
+        cur = psycopg.RawCursor(conn)
+        text = "\n".join(r[0] for r in cur.execute("EXPLAIN (ANALYZE, BUFFERS, SUMMARY) " + bench.TEST3.rstrip(";"),
+                                                   [ACME]).fetchall())
+    figures = bench.explain_timings(text)
+    assert figures["planning_ms"] is not None and figures["execution_ms"] is not None
+
+
+def test_explain_timings_reads_postgres_text() -> None:
+    text = """Limit  (cost=12.85..19.55 rows=50 width=139) (actual time=0.162..0.194 rows=50.00 loops=1)
+  Buffers: shared hit=32 read=4
+  ->  Append  (cost=12.85..10248.78 rows=76378 width=139) (actual time=0.160..0.190 rows=50.00 loops=1)
+        Buffers: shared hit=32 read=4
+Planning:
+  Buffers: shared hit=15047 read=7 dirtied=1
+Planning Time: 25.240 ms
+Execution Time: 0.429 ms"""
+    assert bench.explain_timings(text) == {
+        "planning_ms": 25.24, "execution_ms": 0.429, "planning_hit": 15047, "planning_read": 7,
+        "execution_hit": 32, "execution_read": 4}
+    bare = bench.explain_timings("Result  (actual time=0.001..0.001 rows=1 loops=1)\nPlanning Time: 0.010 ms\n"
+                                 "Execution Time: 0.002 ms")
+    assert bare["planning_hit"] == 0 and bare["execution_read"] == 0 and bare["planning_ms"] == 0.01
 
 
 def test_bench_refuses_another_scale(seeded_dsn: str, tmp_path: Path) -> None:
