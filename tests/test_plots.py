@@ -266,5 +266,5 @@ def test_plot_sizes_dict_and_frame() -> None:
 
 
 def test_explain_module_does_not_import_matplotlib() -> None:
-    source = (Path(__file__).parent.parent / "labhelpers" / "explain.py").read_text()
+    source = "".join(p.read_text() for p in (Path(__file__).parent.parent / "labhelpers" / "explain").glob("*.py"))
     assert "matplotlib" not in source
