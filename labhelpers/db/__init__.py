@@ -24,5 +24,3 @@ __all__ = [
     "require_supported_server", "reset_database", "resolve_dsn", "role_dsn", "server_settings", "status",
     "with_dbname",
 ]
-
-_connect_raw = open_connection  # TEMPORARY: datagen's old call sites, removed by its refactor
