@@ -171,7 +171,7 @@ def db_psql(dsn: str | None, role: str | None, psql_args: tuple[str, ...]) -> No
 
 @cli.command("build")
 @dsn_option
-@click.option("--through", type=click.Choice(["01", "02", "03", "04", "05", "seed"]), default=None,
+@click.option("--through", type=click.Choice(["01", "02", "03", "04", "05", "rollups", "seed"]), default=None,
               help="Stop after this stage (default: every stage and the seed data).")
 def build_cmd(dsn: str | None, through: str | None) -> None:
     """Apply sql/01..05 and data/seed-tenants.sql in order; running it again changes nothing.

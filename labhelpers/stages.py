@@ -54,6 +54,8 @@ STAGES: list[Stage] = [
     Stage("03", PROJECT_DIR / "sql" / "03-jsonb-fields.sql", "JSONB custom fields"),
     Stage("04", PROJECT_DIR / "sql" / "04-jsonb-indexes.sql", "JSONB indexes"),
     Stage("05", PROJECT_DIR / "sql" / "05-partitioning.sql", "partitioning"),
+    # The course's addition beyond the lesson's files (needs 04's generated columns; 05 does not need it).
+    Stage("rollups", PROJECT_DIR / "sql" / "course-rollups.sql", "the course's rollups (beyond the lesson)"),
     Stage("seed", PROJECT_DIR / "data" / "seed-tenants.sql", "the three scenario tenants"),
 ]
 

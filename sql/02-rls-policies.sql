@@ -5,8 +5,8 @@
 --         row-level security ENABLED and FORCED on every tenant table, with fail-closed tenant
 --         policies and role-based write rules inside a tenant.
 -- Needs:  01-foundation-schema.sql. Run as the administrator who owns the tables, with the right to
---         create roles (the embedded server's and docker's `postgres`). Re-run it after adding a
---         tenant table. 03 and 05 reuse lab_secure_table() / lab_secure_partition() defined here.
+--         create roles (the embedded server's and docker's `postgres`). 03 reuses
+--         lab_current_user_role(); 05 secures each partition with lab_secure_partition().
 -- Run:    psql -v ON_ERROR_STOP=1 -f sql/02-rls-policies.sql "$DSN"
 --         or: labhelpers.stages.build(conn, through="02")
 -- Idempotent: roles are created only if missing; policies are dropped and re-created with the same
@@ -103,27 +103,17 @@ $$;
 -- Section 2: privileges in this database
 -- -------------------------------------------------------------------------------------------------
 -- Privileges say WHICH tables and commands a role may use; the policies below say WHICH ROWS.
-DO $$
-BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO app_user, app_readonly, app_admin', current_schema());
-END
-$$;
+GRANT USAGE ON SCHEMA public TO app_user, app_readonly, app_admin;
 
 GRANT SELECT ON tenants TO app_user, app_readonly, app_admin;
 GRANT INSERT, UPDATE ON tenants TO app_admin;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenant_users, contacts, leads, activities TO app_user, app_admin;
 GRANT SELECT ON tenant_users, contacts, leads, activities TO app_readonly;
--- The pipeline rollup is derived from leads by a trigger (01, section 9): readable, never writable.
-GRANT SELECT ON lead_pipeline_hourly TO app_user, app_readonly, app_admin;
 
 -- The keys are uuids, so there are no sequences today; this keeps any future serial column usable.
-DO $$
-BEGIN
-    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO app_user, app_admin', current_schema());
-    EXECUTE format('GRANT SELECT ON ALL SEQUENCES IN SCHEMA %I TO app_readonly', current_schema());
-END
-$$;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO app_user, app_admin;
+GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO app_readonly;
 
 
 -- -------------------------------------------------------------------------------------------------
@@ -134,41 +124,87 @@ $$;
 -- every policy calls it as (SELECT lab_current_user_role()), so it runs ONCE per statement as an
 -- InitPlan, not per row (PITFALLS 10). It is SECURITY INVOKER: it reads tenant_users through the
 -- caller's own tenant policy, so it can only ever see the current tenant. Its search_path is pinned
--- so that a temporary table named tenant_users cannot impersonate the real one.
+-- to the lab's schema (public, then pg_catalog, pg_temp last), so that a temporary table named
+-- tenant_users cannot impersonate the real one.
 -- The TENANT predicate of the policies does NOT use a function: it reads the setting directly.
-DO $$
-BEGIN
-    EXECUTE format($fn$
-        CREATE OR REPLACE FUNCTION lab_current_user_role() RETURNS text
-        LANGUAGE sql STABLE PARALLEL SAFE
-        SET search_path = %I, pg_catalog, pg_temp
-        AS $body$
-            SELECT u.role
-              FROM tenant_users AS u
-             WHERE u.tenant_id = NULLIF(current_setting('app.current_tenant', TRUE), '')::uuid
-               AND u.id = NULLIF(current_setting('app.current_user_id', TRUE), '')::uuid
-               AND u.status = 'active'
-        $body$ $fn$, current_schema());
-END
+CREATE OR REPLACE FUNCTION lab_current_user_role() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = public, pg_catalog, pg_temp
+AS $$
+    SELECT u.role
+      FROM tenant_users AS u
+     WHERE u.tenant_id = NULLIF(current_setting('app.current_tenant', TRUE), '')::uuid
+       AND u.id = NULLIF(current_setting('app.current_user_id', TRUE), '')::uuid
+       AND u.status = 'active'
 $$;
 COMMENT ON FUNCTION lab_current_user_role() IS
     'Role (admin|manager|user|viewer) of app.current_user_id in app.current_tenant; NULL when unset or unknown';
 
 
 -- -------------------------------------------------------------------------------------------------
--- Section 4: tenant isolation -- one helper applies the same fail-closed policy to any table
+-- Section 4: tenant isolation -- the same fail-closed policy on every tenant table
 -- -------------------------------------------------------------------------------------------------
--- lab_secure_table(t, column) enables and FORCEs row-level security (FORCE: the owner is filtered
--- too, PITFALLS 2) and (re)creates the single PERMISSIVE policy <t>_tenant_isolation:
---     USING      (<column> = NULLIF(current_setting('app.current_tenant', true), '')::uuid)
---     WITH CHECK (the same)
+-- Four statements per table, the heart of the lesson (written out for each table below):
+--   ENABLE ROW LEVEL SECURITY    policies now filter every query on the table;
+--   FORCE ROW LEVEL SECURITY     ... the owner's too (without it, the owner ignores them, PITFALLS 2);
+--   DROP POLICY IF EXISTS, CREATE POLICY <table>_tenant_isolation: the table's single PERMISSIVE
+--                                policy, dropped and re-created so that a re-run leaves the same one.
+-- Its condition, tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid:
 --   * current_setting(..., true) returns NULL instead of raising when the setting was never set (4);
 --   * NULLIF(..., '') turns the '' left behind by RESET / a finished SET LOCAL into NULL (5);
 --   * NULL = anything is not true, so both mean zero rows, never all rows (6);
 --   * the setting is read directly: a stable expression, computed once, matched to the
 --     (tenant_id, ...) indexes (10);
---   * WITH CHECK pins every INSERT and UPDATE to the current tenant (9). It is the ONLY permissive
---     policy on each table; every other rule is RESTRICTIVE, so rules are AND-ed, never OR-ed.
+--   * USING filters the rows a statement can see; WITH CHECK pins every INSERT and UPDATE to the
+--     current tenant (9). It is the ONLY permissive policy on each table; every other rule is
+--     RESTRICTIVE, so rules are AND-ed, never OR-ed.
+
+-- tenants: its key is id, not tenant_id. app_user and app_readonly read their own tenant's row;
+-- app_admin may also update it (or register a new tenant id it has set as current).
+ALTER TABLE tenants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenants_tenant_isolation ON tenants;
+CREATE POLICY tenants_tenant_isolation ON tenants AS PERMISSIVE FOR ALL TO PUBLIC
+    USING (id = NULLIF(current_setting('app.current_tenant', true), '')::uuid)
+    WITH CHECK (id = NULLIF(current_setting('app.current_tenant', true), '')::uuid);
+
+ALTER TABLE tenant_users ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenant_users FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_users_tenant_isolation ON tenant_users;
+CREATE POLICY tenant_users_tenant_isolation ON tenant_users AS PERMISSIVE FOR ALL TO PUBLIC
+    USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid)
+    WITH CHECK (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid);
+
+ALTER TABLE contacts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE contacts FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS contacts_tenant_isolation ON contacts;
+CREATE POLICY contacts_tenant_isolation ON contacts AS PERMISSIVE FOR ALL TO PUBLIC
+    USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid)
+    WITH CHECK (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid);
+
+ALTER TABLE leads ENABLE ROW LEVEL SECURITY;
+ALTER TABLE leads FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS leads_tenant_isolation ON leads;
+CREATE POLICY leads_tenant_isolation ON leads AS PERMISSIVE FOR ALL TO PUBLIC
+    USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid)
+    WITH CHECK (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid);
+
+ALTER TABLE activities ENABLE ROW LEVEL SECURITY;
+ALTER TABLE activities FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS activities_tenant_isolation ON activities;
+CREATE POLICY activities_tenant_isolation ON activities AS PERMISSIVE FOR ALL TO PUBLIC
+    USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid)
+    WITH CHECK (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid);
+
+-- Partitions do not inherit RLS (PITFALLS 3): a query that names a partition directly skips the
+-- parent's policies, and pg_stats would show its values. So every partition (05 calls this for each
+-- one it creates) gets BOTH defences: RLS enabled+forced with the tenant policy, AND no privileges
+-- for the application roles (they reach the rows through the parent, whose privileges and policies
+-- apply; privileges of partitions are not checked then).
+-- activities has dozens of partitions and gains one a month, so for them the four statements above
+-- are GENERATED (format + EXECUTE: the only generated SQL of this file, repetition over partitions):
+-- lab_secure_table(t, column) runs exactly those statements for table t, and lab_secure_partition(p)
+-- adds the REVOKE.
 CREATE OR REPLACE FUNCTION lab_secure_table(tbl regclass, tenant_column name DEFAULT 'tenant_id')
 RETURNS void
 LANGUAGE plpgsql
@@ -187,11 +223,6 @@ $$;
 COMMENT ON FUNCTION lab_secure_table(regclass, name) IS
     'Enable+force RLS on a table and (re)create its fail-closed <table>_tenant_isolation policy';
 
--- Partitions do not inherit RLS (PITFALLS 3): a query that names a partition directly skips the
--- parent's policies, and pg_stats would show its values. So every partition (05 calls this for each
--- one it creates) gets BOTH defences: RLS enabled+forced with the tenant policy, AND no privileges
--- for the application roles (they reach the rows through the parent, whose privileges and policies
--- apply; privileges of partitions are not checked then).
 CREATE OR REPLACE FUNCTION lab_secure_partition(part regclass) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -205,17 +236,12 @@ COMMENT ON FUNCTION lab_secure_partition(regclass) IS
 
 REVOKE ALL ON FUNCTION lab_secure_table(regclass, name), lab_secure_partition(regclass) FROM PUBLIC;
 
--- tenants: its key is id, not tenant_id. app_user and app_readonly read their own tenant's row;
--- app_admin may also update it (or register a new tenant id it has set as current).
-SELECT lab_secure_table('tenants', 'id');
-SELECT lab_secure_table('tenant_users');
-SELECT lab_secure_table('contacts');
-SELECT lab_secure_table('leads');
-SELECT lab_secure_table('activities');
-SELECT lab_secure_table('lead_pipeline_hourly');   -- derived rows are tenant rows too (PITFALLS 24)
-
 -- Any partitions that already exist (when this file is re-run after 05).
-SELECT lab_secure_partition(relid) FROM pg_partition_tree('activities') WHERE level > 0 ORDER BY relid;
+DO $$
+BEGIN
+    PERFORM lab_secure_partition(relid) FROM pg_partition_tree('activities') WHERE level > 0 ORDER BY relid;
+END
+$$;
 
 
 -- -------------------------------------------------------------------------------------------------
@@ -306,19 +332,14 @@ CREATE POLICY tenant_users_delete_by_admin ON tenant_users AS RESTRICTIVE FOR DE
 -- (acme.example.com) into a tenant id. lab_find_tenant() answers exactly that: id, slug and name of
 -- one tenant, by slug or id, nothing else. SECURITY DEFINER runs it as the owner, so its
 -- search_path is pinned (no temporary-table impersonation) and EXECUTE is granted explicitly.
-DO $$
-BEGIN
-    EXECUTE format($fn$
-        CREATE OR REPLACE FUNCTION lab_find_tenant(key text)
-        RETURNS TABLE (id uuid, slug text, name text)
-        LANGUAGE sql STABLE SECURITY DEFINER
-        SET search_path = %I, pg_catalog, pg_temp
-        AS $body$
-            SELECT t.id, t.slug, t.name
-              FROM tenants AS t
-             WHERE (t.slug = key OR t.id::text = lower(key))
-        $body$ $fn$, current_schema());
-END
+CREATE OR REPLACE FUNCTION lab_find_tenant(key text)
+RETURNS TABLE (id uuid, slug text, name text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = public, pg_catalog, pg_temp
+AS $$
+    SELECT t.id, t.slug, t.name
+      FROM tenants AS t
+     WHERE (t.slug = key OR t.id::text = lower(key))
 $$;
 REVOKE ALL ON FUNCTION lab_find_tenant(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION lab_find_tenant(text) TO app_user, app_readonly, app_admin;

@@ -5,7 +5,7 @@
 --         makes sure), a per-tenant registry of field definitions (custom_field_definitions), a
 --         set-based validation of every written custom_fields value against that registry, and
 --         lab_define_default_custom_fields(tenant) which defines 100+ fields per entity.
--- Needs:  01-foundation-schema.sql and 02-rls-policies.sql (it reuses lab_secure_table()).
+-- Needs:  01-foundation-schema.sql and 02-rls-policies.sql (the app roles, lab_current_user_role()).
 --         Run as the owner of the tables.
 -- Run:    psql -v ON_ERROR_STOP=1 -f sql/03-jsonb-fields.sql "$DSN"
 --         or: labhelpers.stages.build(conn, through="03")
@@ -21,9 +21,7 @@
 --     key, the entity, the row and the problem; the whole statement is rolled back.
 --   * The check runs once per STATEMENT over all the rows it wrote (AFTER ... FOR EACH STATEMENT with
 --     a transition table), as one hash join: a multi-row INSERT or COPY of a million rows costs one
---     query, not a million. Measured on PostgreSQL 18 (embedded server, 300,000 contacts with 6-9
---     keys each, one INSERT ... SELECT, as the owner): 6.3 s without validation, 8.5 s with it, i.e.
---     about 7 us per row. (With the type check not inlinable, the same join measured 18 s.)
+--     query, not a million.
 --   * Bulk loaders that validate their data themselves may skip the check inside their transaction:
 --         SET LOCAL lab.custom_fields_validation = 'off';
 --     It is honoured only for a role with the privileges of the table's owner (the administrator);
@@ -78,11 +76,17 @@ COMMENT ON TABLE custom_field_definitions IS
 CREATE OR REPLACE TRIGGER custom_field_definitions_touch_updated_at
     BEFORE UPDATE ON custom_field_definitions FOR EACH ROW EXECUTE FUNCTION lab_touch_updated_at();
 
--- A tenant table like the others: privileges, RLS enabled+forced, fail-closed tenant policy (02),
--- and only a tenant admin may change the registry through app_user.
+-- A tenant table like the others: privileges, RLS enabled+forced, the fail-closed tenant policy
+-- (the same four statements as for every table of 02, section 4), and only a tenant admin may change
+-- the registry through app_user.
 GRANT SELECT, INSERT, UPDATE, DELETE ON custom_field_definitions TO app_user, app_admin;
 GRANT SELECT ON custom_field_definitions TO app_readonly;
-SELECT lab_secure_table('custom_field_definitions');
+ALTER TABLE custom_field_definitions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE custom_field_definitions FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS custom_field_definitions_tenant_isolation ON custom_field_definitions;
+CREATE POLICY custom_field_definitions_tenant_isolation ON custom_field_definitions AS PERMISSIVE FOR ALL TO PUBLIC
+    USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid)
+    WITH CHECK (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid);
 
 DROP POLICY IF EXISTS custom_field_definitions_insert_by_admin ON custom_field_definitions;
 CREATE POLICY custom_field_definitions_insert_by_admin ON custom_field_definitions AS RESTRICTIVE FOR INSERT TO app_user
@@ -158,62 +162,56 @@ COMMENT ON FUNCTION lab_custom_field_problems(uuid, text, jsonb) IS
 -- updated; the check is two set-based queries over it (each key of each row hash-joined to the
 -- registry; then required fields), so a bulk statement pays one join, not a query per row.
 -- Two triggers per table (one for INSERT, one for UPDATE): PostgreSQL allows a transition table
--- only on a single-event trigger. The search_path is pinned at creation, so a temporary table
--- named custom_field_definitions cannot stand in for the registry. (The body is built by format()
--- to insert the schema name, hence the doubled %% in its RAISE messages.)
-DO $$
+-- only on a single-event trigger. The search_path is pinned to the lab's schema (public, pg_temp
+-- last), so a temporary table named custom_field_definitions cannot stand in for the registry.
+CREATE OR REPLACE FUNCTION lab_validate_custom_fields() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = public, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_entity text := TG_ARGV[0];
+    bad      record;
 BEGIN
-    EXECUTE format($fn$
-        CREATE OR REPLACE FUNCTION lab_validate_custom_fields() RETURNS trigger
-        LANGUAGE plpgsql
-        SET search_path = %I, pg_catalog, pg_temp
-        AS $body$
-        DECLARE
-            v_entity text := TG_ARGV[0];
-            bad      record;
-        BEGIN
-            IF current_setting('lab.custom_fields_validation', TRUE) = 'off' THEN
-                IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE') THEN
-                    RETURN NULL;   -- a trusted bulk load; audit it with lab_custom_field_violations()
-                END IF;
-                RAISE EXCEPTION 'only the owner of %% may set lab.custom_fields_validation = off', TG_TABLE_NAME
-                    USING ERRCODE = 'insufficient_privilege';
-            END IF;
+    IF current_setting('lab.custom_fields_validation', TRUE) = 'off' THEN
+        IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE') THEN
+            RETURN NULL;   -- a trusted bulk load; audit it with lab_custom_field_violations()
+        END IF;
+        RAISE EXCEPTION 'only the owner of % may set lab.custom_fields_validation = off', TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
 
-            SELECT n.tenant_id, n.id, e.key AS field_key,
-                   CASE WHEN d.key IS NULL
-                        THEN 'is not defined for ' || v_entity || ' in this tenant (add it to custom_field_definitions)'
-                        ELSE lab_custom_field_type_problem(d.data_type, d.options, e.value)
-                   END AS problem
-              INTO bad
-              FROM new_rows AS n
-             CROSS JOIN LATERAL jsonb_each(n.custom_fields) AS e
-              LEFT JOIN custom_field_definitions AS d
-                     ON d.tenant_id = n.tenant_id AND d.entity = v_entity AND d.key = e.key
-             WHERE jsonb_typeof(e.value) <> 'null'
-               AND (d.key IS NULL OR lab_custom_field_type_problem(d.data_type, d.options, e.value) IS NOT NULL);
-            -- (No LIMIT 1: INTO stops at the first row anyway, and LIMIT would make the planner
-            -- bet on an early hit and probe the registry's index once per key: 6x slower.)
-            IF NOT FOUND THEN
-                SELECT n.tenant_id, n.id, r.key AS field_key, 'is required for ' || v_entity AS problem
-                  INTO bad
-                  FROM custom_field_definitions AS r
-                  JOIN new_rows AS n ON n.tenant_id = r.tenant_id
-                 WHERE r.entity = v_entity AND r.required
-                   AND jsonb_typeof(COALESCE(n.custom_fields -> r.key, 'null')) = 'null';
-            END IF;
-            IF FOUND THEN
-                RAISE EXCEPTION 'custom field "%%" of %% %%: %%', bad.field_key, v_entity, bad.id, bad.problem
-                    USING ERRCODE = 'check_violation',
-                          TABLE = TG_TABLE_NAME,
-                          COLUMN = 'custom_fields',
-                          CONSTRAINT = TG_TABLE_NAME || '_custom_fields_registry',
-                          DETAIL = format('tenant %%s, %%s %%s, key %%s', bad.tenant_id, v_entity, bad.id, bad.field_key),
-                          HINT = 'Define the field for this tenant in custom_field_definitions, or fix the value''s type.';
-            END IF;
-            RETURN NULL;
-        END
-        $body$ $fn$, current_schema());
+    SELECT n.tenant_id, n.id, e.key AS field_key,
+           CASE WHEN d.key IS NULL
+                THEN 'is not defined for ' || v_entity || ' in this tenant (add it to custom_field_definitions)'
+                ELSE lab_custom_field_type_problem(d.data_type, d.options, e.value)
+           END AS problem
+      INTO bad
+      FROM new_rows AS n
+     CROSS JOIN LATERAL jsonb_each(n.custom_fields) AS e
+      LEFT JOIN custom_field_definitions AS d
+             ON d.tenant_id = n.tenant_id AND d.entity = v_entity AND d.key = e.key
+     WHERE jsonb_typeof(e.value) <> 'null'
+       AND (d.key IS NULL OR lab_custom_field_type_problem(d.data_type, d.options, e.value) IS NOT NULL);
+    -- (No LIMIT 1: INTO stops at the first row anyway, and LIMIT would make the planner
+    -- bet on an early hit and probe the registry's index once per key: 6x slower.)
+    IF NOT FOUND THEN
+        SELECT n.tenant_id, n.id, r.key AS field_key, 'is required for ' || v_entity AS problem
+          INTO bad
+          FROM custom_field_definitions AS r
+          JOIN new_rows AS n ON n.tenant_id = r.tenant_id
+         WHERE r.entity = v_entity AND r.required
+           AND jsonb_typeof(COALESCE(n.custom_fields -> r.key, 'null')) = 'null';
+    END IF;
+    IF FOUND THEN
+        RAISE EXCEPTION 'custom field "%" of % %: %', bad.field_key, v_entity, bad.id, bad.problem
+            USING ERRCODE = 'check_violation',
+                  TABLE = TG_TABLE_NAME,
+                  COLUMN = 'custom_fields',
+                  CONSTRAINT = TG_TABLE_NAME || '_custom_fields_registry',
+                  DETAIL = format('tenant %s, %s %s, key %s', bad.tenant_id, v_entity, bad.id, bad.field_key),
+                  HINT = 'Define the field for this tenant in custom_field_definitions, or fix the value''s type.';
+    END IF;
+    RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION lab_validate_custom_fields() IS

@@ -83,18 +83,35 @@ def append(path: str, sql: str) -> Edit:
     return Edit(path, None, "\n-- MUTANT (appended)\n" + sql.strip() + "\n")
 
 
-S01, S02, S03, S04, S05 = (f"sql/{n}" for n in (
+S01, S02, S03, S04, S05, ROLLUPS = (f"sql/{n}" for n in (
     "01-foundation-schema.sql", "02-rls-policies.sql", "03-jsonb-fields.sql", "04-jsonb-indexes.sql",
-    "05-partitioning.sql"))
-PRED = "    pred text := format('%I = NULLIF(current_setting(''app.current_tenant'', true), '''')::uuid', tenant_column);"
+    "05-partitioning.sql", "course-rollups.sql"))
+# The tenant predicate as the stage files write it in each table's policy (sql/02, section 4).
+PRED = "tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::uuid"
+
+
+def secured(table: str) -> str:
+    """The four statements that secure ``table`` in a stage file: RLS enabled, forced, its tenant policy."""
+    return (f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\n"
+            f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY;\n"
+            f"DROP POLICY IF EXISTS {table}_tenant_isolation ON {table};\n"
+            f"CREATE POLICY {table}_tenant_isolation ON {table} AS PERMISSIVE FOR ALL TO PUBLIC\n"
+            f"    USING ({PRED})\n"
+            f"    WITH CHECK ({PRED});\n")
+
+
+# contacts' tenant policy in sql/02: the predicate mutants change it there (the lesson's table).
+CONTACTS_POLICY = ("CREATE POLICY contacts_tenant_isolation ON contacts AS PERMISSIVE FOR ALL TO PUBLIC\n"
+                   f"    USING ({PRED})\n"
+                   f"    WITH CHECK ({PRED});\n")
 ISO = "test_isolation.py::"
 CHK = "test_checks.py::"
 EVERY_CRITERION = CHK + "test_every_criterion_passes_on_the_built_schema"
 
 MUTANTS: tuple[Mutant, ...] = (
     # ---- RLS on tables and partitions (PITFALLS 2, 3) -------------------------------------------------------
-    Mutant("no-force", "lab_secure_table without FORCE ROW LEVEL SECURITY: the owner ignores RLS (2)",
-           (replace(S02, "    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);\n", ""),),
+    Mutant("no-force", "contacts without FORCE ROW LEVEL SECURITY: the owner ignores RLS (2)",
+           (replace(S02, "ALTER TABLE contacts FORCE ROW LEVEL SECURITY;\n", ""),),
            (EVERY_CRITERION,)),
     Mutant("no-force-after-partitioning", "05's conversion forgets FORCE on the new partitioned activities (2)",
            (replace(S05, "        recreate := recreate || 'ALTER TABLE activities FORCE ROW LEVEL SECURITY'::text;\n", ""),),
@@ -112,29 +129,28 @@ MUTANTS: tuple[Mutant, ...] = (
            (replace(S05, "                PERFORM lab_secure_partition(leaf_name::regclass);\n", ""),),
            (ISO + "test_partitions_created_later_are_secured_like_every_partition",), fast=True),
     Mutant("table-without-rls", "a later stage's tenant table never secured (03's custom_field_definitions)",
-           (replace(S03, "SELECT lab_secure_table('custom_field_definitions');", "-- secured later"),),
+           (replace(S03, secured("custom_field_definitions"), "-- secured later\n"),),
            (ISO + "test_unset_and_empty_context_see_zero_rows_without_error",), fast=True),
     Mutant("rollup-without-rls", "the lead pipeline rollup left without RLS: derived, so 'not tenant data' (24)",
-           (replace(S02, "SELECT lab_secure_table('lead_pipeline_hourly');", "-- lead_pipeline_hourly is derived data"),),
+           (replace(ROLLUPS, secured("lead_pipeline_hourly"), "-- lead_pipeline_hourly is derived data\n"),),
            (ISO + "test_unset_and_empty_context_see_zero_rows_without_error",)),
     # ---- the tenant predicate (PITFALLS 4-6, 9) -------------------------------------------------------------
     Mutant("current-setting-without-missing-ok", "current_setting('app.current_tenant') without missing_ok: unset raises (4)",
-           (replace(S02, PRED, PRED.replace("''app.current_tenant'', true)", "''app.current_tenant'')")),),
+           (replace(S02, CONTACTS_POLICY, CONTACTS_POLICY.replace("'app.current_tenant', true)", "'app.current_tenant')")),),
            (ISO + "test_unset_and_empty_context_see_zero_rows_without_error",)),
     Mutant("empty-setting-cast", "no NULLIF: after SET LOCAL ends, ''::uuid raises (5)",
-           (replace(S02, PRED, "    pred text := format('%I = current_setting(''app.current_tenant'', true)::uuid', tenant_column);"),),
+           (replace(S02, CONTACTS_POLICY, CONTACTS_POLICY.replace(
+               PRED, "tenant_id = current_setting('app.current_tenant', true)::uuid")),),
            (ISO + "test_unset_and_empty_context_see_zero_rows_without_error",)),
     Mutant("fail-open-when-unset", "predicate OR current_setting(...) IS NULL: a job without a tenant sees all (6)",
-           (replace(S02, PRED, "    pred text := format('(%I = NULLIF(current_setting(''app.current_tenant'', true), '''')::uuid"
-                               " OR current_setting(''app.current_tenant'', true) IS NULL)', tenant_column);"),),
+           (replace(S02, CONTACTS_POLICY, CONTACTS_POLICY.replace(
+               PRED, f"({PRED} OR current_setting('app.current_tenant', true) IS NULL)")),),
            (ISO + "test_unset_and_empty_context_see_zero_rows_without_error",), fast=True),
     Mutant("fail-open-coalesce", "COALESCE(predicate, true): unset or empty context sees every tenant (6)",
-           (replace(S02, PRED, "    pred text := format('COALESCE(%I = NULLIF(current_setting(''app.current_tenant'', true),"
-                               " '''')::uuid, true)', tenant_column);"),),
+           (replace(S02, CONTACTS_POLICY, CONTACTS_POLICY.replace(PRED, f"COALESCE({PRED}, true)")),),
            (ISO + "test_unset_and_empty_context_see_zero_rows_without_error",)),
     Mutant("using-without-with-check", "the tenant policy written with USING only, no WITH CHECK",
-           (replace(S02, "USING (%s) WITH CHECK (%s)',\n                   pol, tbl, pred, pred);",
-                    "USING (%s)',\n                   pol, tbl, pred);"),),
+           (replace(S02, CONTACTS_POLICY, CONTACTS_POLICY.replace(f")\n    WITH CHECK ({PRED});", ");")),),
            (EVERY_CRITERION,)),
     Mutant("permissive-with-check-true", "an extra permissive INSERT policy WITH CHECK (true) for an import (9)",
            (append(S02, "DROP POLICY IF EXISTS contacts_import ON contacts;\n"
@@ -145,7 +161,7 @@ MUTANTS: tuple[Mutant, ...] = (
                     "CREATE POLICY contacts_insert_by_role ON contacts AS PERMISSIVE FOR INSERT TO app_user"),),
            (ISO + "test_insert_for_another_tenant_violates_with_check",), fast=True),
     Mutant("inactive-user-still-writes", "the is-active test dropped from the write rules' user lookup",
-           (replace(S02, "               AND u.status = 'active'\n", ""),),
+           (replace(S02, "       AND u.status = 'active'\n", ""),),
            (ISO + "test_disabled_user_cannot_write",)),
     # ---- keys (PITFALLS 13-15) ------------------------------------------------------------------------------
     Mutant("global-unique", "contacts' email unique across tenants, not per tenant (13)",
@@ -172,20 +188,21 @@ MUTANTS: tuple[Mutant, ...] = (
            (replace(S02, "GRANT INSERT, UPDATE ON tenants TO app_admin;", "GRANT INSERT, UPDATE ON tenants TO app_user, app_admin;"),),
            (ISO + "test_insert_for_another_tenant_violates_with_check",)),
     Mutant("app-user-owns-a-table", "a table owned by app_user (a migration run as the app role) (2)",
-           (append(S04, "ALTER TABLE contact_segment_counts OWNER TO app_user;"),),
+           (append(ROLLUPS, "ALTER TABLE contact_segment_counts OWNER TO app_user;"),),
            (ISO + "test_app_roles_are_not_superuser_bypassrls_or_owner",)),
     # ---- functions (SECURITY DEFINER) -----------------------------------------------------------------------
     Mutant("like-in-tenant-lookup", "lab_find_tenant matches the slug with LIKE: '%' lists every tenant",
            (replace(S02, "WHERE (t.slug = key OR t.id::text = lower(key))", "WHERE (t.slug LIKE key OR t.id::text = lower(key))"),),
            (ISO + "test_app_user_can_resolve_a_tenant_slug_but_not_enumerate",), fast=True),
     Mutant("definer-trigger-without-search-path", "the rollup's SECURITY DEFINER trigger function without SET search_path",
-           (replace(S01, "        LANGUAGE plpgsql SECURITY DEFINER\n        SET search_path = %I, pg_catalog, pg_temp\n",
-                    "        LANGUAGE plpgsql SECURITY DEFINER\n"),),
+           (replace(ROLLUPS, "lab_maintain_lead_pipeline() RETURNS trigger\nLANGUAGE plpgsql SECURITY DEFINER\n"
+                             "SET search_path = public, pg_catalog, pg_temp\n",
+                    "lab_maintain_lead_pipeline() RETURNS trigger\nLANGUAGE plpgsql SECURITY DEFINER\n"),),
            (ISO + "test_security_definer_functions_pin_their_search_path",
             ISO + "test_definer_triggers_ignore_the_callers_temporary_tables"), fast=True),
     Mutant("definer-search-path-pg-temp-first", "lab_find_tenant's search_path with pg_temp first",
-           (replace(S02, "        LANGUAGE sql STABLE SECURITY DEFINER\n        SET search_path = %I, pg_catalog, pg_temp\n",
-                    "        LANGUAGE sql STABLE SECURITY DEFINER\n        SET search_path = pg_temp, %I, pg_catalog\n"),),
+           (replace(S02, "LANGUAGE sql STABLE SECURITY DEFINER\nSET search_path = public, pg_catalog, pg_temp\n",
+                    "LANGUAGE sql STABLE SECURITY DEFINER\nSET search_path = pg_temp, public, pg_catalog\n"),),
            (ISO + "test_security_definer_functions_pin_their_search_path",)),
     # ---- views (PITFALLS 12) --------------------------------------------------------------------------------
     Mutant("view-without-security-invoker", "a contact directory view without security_invoker (12)",
