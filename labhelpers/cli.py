@@ -241,7 +241,7 @@ def run_cmd(dsn: str | None, notebooks: tuple[str, ...], parameters: tuple[tuple
 
     def on_progress(task: str, done: int, total: int) -> None:
         if not progress:
-            from .datagen import rich_progress
+            from ._progress import rich_progress
 
             progress.append(bars.enter_context(rich_progress(transient=True)))
         progress[0](task, done, total)
@@ -380,9 +380,10 @@ def seed_cmd(dsn: str | None, scale: str, tenants: int | None, contacts: int | N
     Example: labhelpers seed --scale large --dsn postgresql://postgres:postgres_password@127.0.0.1:54329/bench_large
     """
     from . import datagen
+    from ._progress import rich_progress
 
     try:
-        with datagen.rich_progress() as bar:
+        with rich_progress() as bar:
             result = datagen.seed(dsn, scale=scale, tenants=tenants, contacts=contacts, seed=seed_value,
                                   replace=replace, jobs=jobs, validate=validate, on_progress=bar)
     except KeyboardInterrupt:
@@ -429,9 +430,9 @@ def bench_cmd(dsn: str | None, scale: str | None, repeat: int, out_dir: Path | N
     if not console.is_terminal:
         console = Console(highlight=False, width=180)  # logs: the table without wrapping
     console.print(bench.summary_table(results))
-    out = Path(out_dir) if out_dir else bench.DEFAULT_OUT / results["scale"]
+    out = Path(out_dir) if out_dir else bench.DEFAULT_OUT / results.scale
     console.print(f"results: {out / 'results.json'}, {out / 'report.md'}")
-    if any(r.get("criterion") and r.get("passed") is False for r in results["benchmarks"]):
+    if any(r.passed is False for r in results.criterion_records):
         sys.exit(1)
 
 
@@ -455,18 +456,18 @@ def bench_load_cmd(dsn: str | None, rows: int, jobs: int | None, out_dir: Path |
     from rich.console import Console
     from rich.progress import Progress
 
-    from . import loadbench
+    from .bench import load
 
     with Progress(transient=True) as progress:
         task = progress.add_task("bench-load", total=None)
-        results = loadbench.compare_loads(
+        results = load.compare_loads(
             dsn, rows=rows, jobs=jobs or max(1, min(4, os.cpu_count() or 1)), out_dir=out_dir,
             on_progress=lambda _t, done, total: progress.update(task, completed=done, total=total))
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=180)
-    console.print(loadbench.summary_table(results))
-    out = Path(out_dir) if out_dir else loadbench.DEFAULT_OUT
+    console.print(load.summary_table(results))
+    out = Path(out_dir) if out_dir else load.DEFAULT_OUT
     console.print(f"results: {out / 'results.json'}, {out / 'report.md'}")
 
 

@@ -5,6 +5,8 @@ No timing assertions: these tests check what is measured and how, never how fast
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import json
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from labhelpers.cli import cli
 from labhelpers.errors import LabError
 
 ACME = "11111111-1111-7111-8111-111111111111"
+DATA = Path(__file__).parent / "data" / "bench"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -51,6 +54,62 @@ def test_percentile_matches_numpy(samples: list[float], q: float) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Typed results: results.json as the code before the typed records wrote it
+# --------------------------------------------------------------------------------------------------
+
+# Written by `run_bench` as of commit 83c9d44 (results as dicts), repeat 3, warmup 1: "tiny" on the whole
+# schema and the tiny dataset (cold_connections 2, PgBouncer installed), "partial" on stages 01-03 and the
+# seed tenants only (tuned queries skipped for their missing columns, cold_connections 1, no variants).
+OLD_RUNS = ("tiny", "partial")
+
+
+def _old_run(name: str) -> tuple[str, str]:
+    results = gzip.decompress((DATA / f"{name}-results.json.gz").read_bytes()).decode()
+    report = gzip.decompress((DATA / f"{name}-report.md.gz").read_bytes()).decode()
+    return results, report
+
+
+@pytest.mark.parametrize("name", OLD_RUNS)
+def test_results_of_the_old_code_round_trip(name: str, tmp_path: Path) -> None:
+    text, report = _old_run(name)
+    old = json.loads(text)
+    typed = bench.BenchResults.from_json(old)
+    # the same fields, values and order: results.json is written exactly as before
+    assert typed.to_json() == old
+    assert json.dumps(typed.to_json(), indent=1, default=str) == text
+    # the report read from the typed results is the old code's, byte for byte
+    assert bench.report_markdown(typed) == report
+    # read back from disk, typed and as the JSON the success criterion reads
+    (tmp_path / typed.scale).mkdir()
+    (tmp_path / typed.scale / "results.json").write_text(text)
+    assert bench.load_typed(out_dir=tmp_path) == typed
+    assert bench.load_results(typed.scale, out_dir=tmp_path) == old
+    assert {r.name for r in typed.criterion_records} == {
+        r["name"] for r in old["benchmarks"] if r.get("criterion") and "p95_ms" in r}
+    # the records that count for the criterion are the ones the old code chose
+    unmarked = [dataclasses.replace(r, criterion=False) for r in typed.benchmarks]
+    assert bench.run.mark_criterion(unmarked) == typed.benchmarks
+
+
+def test_every_record_kind_round_trips() -> None:
+    text, _ = _old_run("partial")
+    old = json.loads(text)
+    old["leakproof"] = [{"note": "not a superuser: cannot toggle LEAKPROOF"}]
+    old["cold"]["pool"].append({"key": "test3", "title": "Test 3", "tenant": "acme",
+                                "skipped": "pgbouncer is not installed"})
+    typed = bench.BenchResults.from_json(old)
+    kinds = {type(r) for r in typed.benchmarks} | {type(r) for r in typed.leakproof}
+    kinds |= {type(p) for p in typed.cold.pool} if typed.cold else set()
+    assert kinds == {bench.BenchRecord, bench.SkippedBenchmark, bench.LeakproofSkipped, bench.PoolFirstQueries,
+                     bench.PoolSkipped}
+    assert typed.to_json() == old
+    assert "Test 3 behind PgBouncer: skipped (pgbouncer is not installed)" in bench.report_markdown(typed)
+    # keys only some records have are left out, not written as null
+    floor = next(r for r in typed.timed if r.lesson == "floor").to_json()
+    assert "passed" not in floor and "margin" not in floor and "same_result_as_verbatim" not in floor
+
+
+# --------------------------------------------------------------------------------------------------
 # Against a database
 # --------------------------------------------------------------------------------------------------
 
@@ -68,8 +127,8 @@ def test_verify_session_refuses_what_sees_through_rls(seeded_dsn: str) -> None:
     with db.connect(seeded_dsn, role="app_user", autocommit=True) as app:
         app.execute("SELECT set_config('app.current_tenant', %s, false)", (ACME,))
         seen = bench.verify_session(app, tenant_id=ACME)
-        assert seen["current_user"] == "app_user" and not seen["rolsuper"] and not seen["rolbypassrls"]
-        assert seen["tenant"] == ACME and not seen["owns_tables"]
+        assert seen.current_user == "app_user" and not seen.rolsuper and not seen.rolbypassrls
+        assert seen.tenant == ACME and not seen.owns_tables
         with pytest.raises(LabError, match="app.current_tenant"):
             bench.verify_session(app, tenant_id="22222222-2222-7222-8222-222222222222")
     with db.connect(seeded_dsn, autocommit=True) as admin:
@@ -92,78 +151,78 @@ def test_bench_at_small_scale(seeded_dsn: str, tmp_path: Path, monkeypatch: pyte
     results = bench.run_bench(seeded_dsn, scale="small", repeat=3, warmup=1, out_dir=tmp_path / "small")
     # the schema is exactly as before: variants were made in transactions that were rolled back
     assert _schema_fingerprint(seeded_dsn) == before
-    assert results["scale"] == "small" and results["repeat"] == 3
-    assert results["checkpoint_first"] is True   # a superuser flushes dirty pages (a fresh load) before timing
-    assert [t["slug"] for t in results["tenants"]] == ["acme", "initech"] or len(results["tenants"]) == 2
-    timed = [r for r in results["benchmarks"] if "samples_ms" in r]
-    lessons = {r["lesson"] for r in timed}
+    assert results.scale == "small" and results.repeat == 3
+    assert results.checkpoint_first is True   # a superuser flushes dirty pages (a fresh load) before timing
+    assert [t.slug for t in results.tenants] == ["acme", "initech"] or len(results.tenants) == 2
+    timed = results.timed
+    lessons = {r.lesson for r in timed}
     assert {"test1", "test2", "test3", "scenario2", "switch", "floor"} <= lessons
     for r in timed:
         # every timed session was app_user, not superuser, not bypassrls, not owner, with the tenant set
-        s = r["session"]
-        assert s["current_user"] == "app_user" and s["session_user"] == "app_user"
-        assert s["rolsuper"] is False and s["rolbypassrls"] is False and s["owns_tables"] is False
-        assert s["tenant"] == r["tenant_id"]
-        assert len(r["samples_ms"]) == 3
-        assert r["p95_ms"] == pytest.approx(bench.percentile(r["samples_ms"], 95), rel=1e-3, abs=1e-3)
-        if r.get("target_ms"):
-            assert r["passed"] == (r["p95_ms"] <= r["target_ms"])
-    verbatim = {r["key"]: r for r in timed if r["variant"] == "verbatim" and r["tenant"] == "acme"}
-    assert verbatim["test1"]["sql"] == bench.TEST1 and verbatim["test1"]["params"] == [ACME]
-    assert verbatim["test1"]["rows_returned"] == 20
-    assert verbatim["scenario2"]["params"] == []  # RLS alone picks the tenant, as in the lesson
+        s = r.session
+        assert s.current_user == "app_user" and s.session_user == "app_user"
+        assert s.rolsuper is False and s.rolbypassrls is False and s.owns_tables is False
+        assert s.tenant == r.tenant_id
+        assert len(r.samples_ms) == 3
+        assert r.stats.p95_ms == pytest.approx(bench.percentile(r.samples_ms, 95), rel=1e-3, abs=1e-3)
+        if r.target_ms:
+            assert r.passed == (r.stats.p95_ms <= r.target_ms)
+    verbatim = {r.key: r for r in timed if r.variant == "verbatim" and r.tenant == "acme"}
+    assert verbatim["test1"].sql == bench.TEST1 and verbatim["test1"].params == [ACME]
+    assert verbatim["test1"].rows_returned == 20
+    assert verbatim["scenario2"].params == []  # RLS alone picks the tenant, as in the lesson
     # the same count through the tuned query: same answer
-    tuned = {r["key"]: r for r in timed if r["tenant"] == "acme"}
-    assert tuned["scenario2"]["result_value"] == tuned["scenario2_tuned"]["result_value"] > 0
+    tuned = {r.key: r for r in timed if r.tenant == "acme"}
+    assert tuned["scenario2"].result_value == tuned["scenario2_tuned"].result_value > 0
     # each tuned query whose answer is determined gives the verbatim query's answer (checked by the bench)
     for key in ("test2_tuned", "test2_rollup", "test3_tuned", "scenario2_tuned", "scenario2_rollup"):
-        assert tuned[key]["same_result_as_verbatim"] is True, key
+        assert tuned[key].same_result_as_verbatim is True, key
     # one record per lesson benchmark and tenant counts for the success criterion
-    crit = [r for r in timed if r.get("criterion")]
-    assert len(crit) == len({(r["lesson"], r["tenant"]) for r in timed if r.get("target_ms")})
+    crit = [r for r in timed if r.criterion]
+    assert len(crit) == len({(r.lesson, r.tenant) for r in timed if r.target_ms})
     # plans were taken in the timed session
-    assert verbatim["test2"]["plan"] and "summary" in verbatim["test2"]["plan"]
+    plan = verbatim["test2"].plan
+    assert isinstance(plan, bench.PlanRecord) and plan.summary
     # RLS overhead, policy variants, LEAKPROOF
-    assert results["rls_overhead"] and all(r["owner_role"]["rolsuper"] for r in results["rls_overhead"])
-    variants = {r["variant"] for r in results["policy_variants"]}
+    assert results.rls_overhead and all(r.owner_role.rolsuper for r in results.rls_overhead)
+    variants = {r.variant for r in results.policy_variants}
     assert len(variants) == len(bench.POLICY_VARIANTS)
-    for r in results["policy_variants"]:
-        assert r["session"]["current_user"] == "app_user" and r["session"]["tenant"] == results["tenants"][0]["id"]
-        assert r["result_value"] == results["policy_variants"][0]["result_value"] or r["query"] != "count contacts (policy only)"
+    for v in results.policy_variants:
+        assert v.session.current_user == "app_user" and v.session.tenant == results.tenants[0].id
+        assert v.result_value == results.policy_variants[0].result_value or v.query != "count contacts (policy only)"
     # the files
     out = tmp_path / "small"
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["benchmarks"][0]["samples_ms"] == results["benchmarks"][0]["samples_ms"]
+    assert on_disk["benchmarks"][0]["samples_ms"] == results.benchmarks[0].samples_ms
     report = (out / "report.md").read_text()
     assert "app_user under RLS" in report and "Test 2" in report
     assert (out / "latency-acme.png").stat().st_size > 10_000
     # the first query on new connections (min(40, repeat) = 3 logins per query and tenant), and from a pool
-    cold = results["cold"]
-    assert cold["connections"] == 3 and len(cold["queries"]) == len(bench.BENCHMARKS) * 2
-    for r in cold["queries"]:
-        assert r["verified"]["current_user"] == ["app_user"] and r["verified"]["distinct_backends"] == 9
-        assert len(r["samples_ms"]["first"]) == 3 and r["warm"]["p50_ms"] is not None
-        assert r["passed"] == (r["first"]["p95_ms"] <= r["target_ms"])
-    assert {(p["key"], p["warm_up"]) for p in cold["pool"]} == {(k, w) for k in bench.POOL_KEYS for w in (False, True)}
-    bouncer = [p for p in cold["pool"] if "PgBouncer" in p.get("pool", "") or "skipped" in p]
+    cold = results.cold
+    assert cold is not None and cold.connections == 3 and len(cold.queries) == len(bench.BENCHMARKS) * 2
+    for q in cold.queries:
+        assert q.verified.current_user == ["app_user"] and q.verified.distinct_backends == 9
+        assert len(q.samples_ms["first"]) == 3 and q.warm is not None and q.warm.p50_ms is not None
+        assert q.passed == (q.first.p95_ms <= q.target_ms)
+    pooled = [p for p in cold.pool if isinstance(p, bench.PoolFirstQueries)]
+    assert {(p.key, p.warm_up) for p in pooled} == {(k, w) for k in bench.POOL_KEYS for w in (False, True)}
+    bouncer = [p for p in cold.pool if isinstance(p, bench.PoolSkipped) or "PgBouncer" in p.pool]
     assert len(bouncer) == len(bench.POOL_KEYS)  # one series through a real PgBouncer per query, or why not
-    assert all("skipped" in p for p in bouncer) == (pooler.pgbouncer_binary() is None)
-    for p in cold["pool"]:
-        if "skipped" in p:
-            continue
-        assert p["connections"] == 3 and p["verified"]["current_user"] == ["app_user"]
-        assert p["verified"]["tenant"] == [results["tenants"][0]["id"]]
-        assert (p["warm_up_ms"] is not None) == p["warm_up"]  # configure ran on every connection of the pool
-        assert not p["warm_up"] or p["warm_up_ms"]["n"] >= 3
+    assert all(isinstance(p, bench.PoolSkipped) for p in bouncer) == (pooler.pgbouncer_binary() is None)
+    for p in pooled:
+        assert p.connections == 3 and p.verified.current_user == ["app_user"]
+        assert p.verified.tenant == [results.tenants[0].id]
+        assert (p.warm_up_ms is not None) == p.warm_up  # configure ran on every connection of the pool
+        assert not p.warm_up or (p.warm_up_ms is not None and p.warm_up_ms.n >= 3)
     assert "## The first query on a new connection" in report and "configure=bench.warm_up_backend" in report
     assert (out / "cold-acme.png").stat().st_size > 10_000
     # read back for the success criterion
-    monkeypatch.setattr(bench, "DEFAULT_OUT", tmp_path)
+    monkeypatch.setattr(bench.results, "DEFAULT_OUT", tmp_path)
     latest = bench.latest_results("small")
     assert latest and all({"p95_ms", "target_ms"} <= set(v) for v in latest.values())
     assert bench.latest_results("xl") is None
     # the criterion counts only results measured on the database it is checking
-    assert bench.latest_results(database=results["database"]) == latest
+    assert bench.latest_results(database=results.database) == latest
     assert bench.latest_results(database="another_database") is None
     with psycopg.connect(seeded_dsn) as admin:
         assert checks.check_benchmarks(admin).passed is not None
@@ -189,9 +248,9 @@ def test_cold_first_queries_at_tiny_scale(tiny_dsn: str) -> None:
         # RLS with the tenant set
         assert r.connections == 3 and r.explain_connections == 3
         v = r.verified
-        assert v["current_user"] == ["app_user"] and v["session_user"] == ["app_user"]
-        assert v["rolsuper"] == [False] and v["rolbypassrls"] == [False] and v["owns_tables"] == [False]
-        assert v["tenant"] == [r.tenant_id] and v["checked"] == 9 and v["distinct_backends"] == 9
+        assert v.current_user == ["app_user"] and v.session_user == ["app_user"]
+        assert v.rolsuper == [False] and v.rolbypassrls == [False] and v.owns_tables == [False]
+        assert v.tenant == [r.tenant_id] and v.checked == 9 and v.distinct_backends == 9
         assert all(len(r.samples_ms[k]) == 3 for k in ("connect", "set_tenant", "first", "second", "parse_cold"))
         # PostgreSQL's own split, cold and warm, from every EXPLAIN; parse and rewrite from every PREPARE
         for s in (r.planning_cold, r.execution_cold, r.planning_warm, r.execution_warm, r.planning_hit_cold,
