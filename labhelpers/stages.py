@@ -1,10 +1,11 @@
-"""Running the lesson's SQL stage files, in order, idempotently; describing a table like psql's ``\\d+``.
+"""Running the lesson's SQL stage files, in order, idempotently.
 
 The files are plain SQL (no psql meta-commands), so ``psql -v ON_ERROR_STOP=1 -f FILE`` and
 `run_stage` execute exactly the same text. `run_stage` splits a file into statements itself
 (respecting comments, quoted strings, quoted identifiers and dollar quotes), runs them in ONE
 transaction, and on failure raises `StageError` (a `LabError`) that names the file, the line and
-PostgreSQL's message; the failed file leaves nothing behind.
+PostgreSQL's message; the failed file leaves nothing behind. (`describe`, a table like psql's ``\\d+``,
+lives in `labhelpers.catalog`; it is re-exported here, where the notebooks first met it.)
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import psycopg
 
 from . import db
+from .catalog import describe
 from .errors import LabError
 
 __all__ = [
@@ -276,142 +277,3 @@ def build(conn: psycopg.Connection, *, through: str | None = None, stages: Seque
     for stage in todo:
         run_stage(conn, stage.path)
     return todo
-
-
-# --------------------------------------------------------------------------------------------------
-# describe(): what psql's \d+ shows, as DataFrames
-# --------------------------------------------------------------------------------------------------
-
-_STORAGE = {"p": "plain", "e": "external", "m": "main", "x": "extended"}
-_CONTYPE = {"p": "primary key", "u": "unique", "f": "foreign key", "c": "check", "x": "exclusion", "n": "not null", "t": "trigger"}
-
-
-def _frame(conn: psycopg.Connection, query: str, params: Sequence[object]) -> pd.DataFrame:
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        cols = [c.name for c in cur.description or []]
-        return pd.DataFrame(cur.fetchall(), columns=cols)
-
-
-def describe(conn: psycopg.Connection, table: str) -> dict[str, pd.DataFrame]:
-    """Describe a table the way psql's ``\\d+`` does, one DataFrame per part.
-
-    :param conn: any connection that may read the catalogs (the administrator's sees everything).
-    :param table: a table name, optionally schema-qualified.
-    :returns: ``columns`` (name, type, nullable, default, storage, description), ``indexes`` (name,
-        definition, primary, unique, valid, size_bytes; a partitioned index's size sums its
-        partitions), ``constraints`` (name, type, definition), ``policies`` (name, permissive, roles,
-        command, using, with_check), ``rls`` (one row: kind, rls_enabled, rls_forced, owner,
-        rows_estimate) and ``partitions`` (name, level, parent, bound, is_leaf, rls_enabled,
-        rls_forced, rows_estimate; empty for a plain table).
-    Raise LabError if the table does not exist.
-    """
-    row = conn.execute("SELECT to_regclass(%s)::oid", (table,)).fetchone()
-    if row is None or row[0] is None:
-        raise LabError(f"no table {table!r}")
-    oid = row[0]
-    parts: dict[str, pd.DataFrame] = {}
-    parts["columns"] = _frame(
-        conn,
-        """
-        SELECT a.attname AS name,
-               format_type(a.atttypid, a.atttypmod) AS type,
-               NOT a.attnotnull AS nullable,
-               CASE a.attgenerated
-                   WHEN 's' THEN 'generated always as (' || pg_get_expr(d.adbin, d.adrelid) || ') stored'
-                   WHEN 'v' THEN 'generated always as (' || pg_get_expr(d.adbin, d.adrelid) || ')'
-                   ELSE pg_get_expr(d.adbin, d.adrelid)
-               END AS "default",
-               a.attstorage AS storage,
-               col_description(a.attrelid, a.attnum) AS description
-          FROM pg_attribute AS a
-          LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-         WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
-         ORDER BY a.attnum
-        """,
-        (oid,),
-    )
-    parts["columns"]["storage"] = parts["columns"]["storage"].map(lambda s: _STORAGE.get(s, s))
-    parts["indexes"] = _frame(
-        conn,
-        """
-        SELECT c.relname AS name,
-               pg_get_indexdef(i.indexrelid) AS definition,
-               i.indisprimary AS primary,
-               i.indisunique AS unique,
-               i.indisvalid AS valid,
-               CASE WHEN c.relkind = 'I'   -- a partitioned index: the sum of its partitions
-                    THEN (SELECT coalesce(sum(pg_relation_size(t.relid)), 0)
-                            FROM pg_partition_tree(i.indexrelid) AS t)
-                    ELSE pg_relation_size(i.indexrelid)
-               END::bigint AS size_bytes
-          FROM pg_index AS i
-          JOIN pg_class AS c ON c.oid = i.indexrelid
-         WHERE i.indrelid = %s
-         ORDER BY i.indisprimary DESC, c.relname
-        """,
-        (oid,),
-    )
-    parts["constraints"] = _frame(
-        conn,
-        """
-        SELECT conname AS name, contype AS type, pg_get_constraintdef(oid) AS definition
-          FROM pg_constraint
-         WHERE conrelid = %s
-         ORDER BY contype, conname
-        """,
-        (oid,),
-    )
-    parts["constraints"]["type"] = parts["constraints"]["type"].map(lambda t: _CONTYPE.get(t, t))
-    parts["policies"] = _frame(
-        conn,
-        """
-        SELECT p.polname AS name,
-               CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END AS permissive,
-               CASE WHEN p.polroles = '{0}' THEN ARRAY['public']::name[]
-                    ELSE ARRAY(SELECT rolname FROM pg_roles WHERE oid = ANY (p.polroles) ORDER BY rolname)
-               END AS roles,
-               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
-                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS command,
-               pg_get_expr(p.polqual, p.polrelid) AS using,
-               pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
-          FROM pg_policy AS p
-         WHERE p.polrelid = %s
-         ORDER BY p.polname
-        """,
-        (oid,),
-    )
-    parts["rls"] = _frame(
-        conn,
-        """
-        SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view'
-                              WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' ELSE c.relkind::text END AS kind,
-               c.relrowsecurity AS rls_enabled,
-               c.relforcerowsecurity AS rls_forced,
-               pg_get_userbyid(c.relowner) AS owner,
-               CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END AS rows_estimate
-          FROM pg_class AS c
-         WHERE c.oid = %s
-        """,
-        (oid,),
-    )
-    parts["partitions"] = _frame(
-        conn,
-        """
-        SELECT t.relid::regclass::text AS name,
-               t.level,
-               t.parentrelid::regclass::text AS parent,
-               pg_get_expr(c.relpartbound, c.oid) AS bound,
-               t.isleaf AS is_leaf,
-               c.relrowsecurity AS rls_enabled,
-               c.relforcerowsecurity AS rls_forced,
-               CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END AS rows_estimate
-          FROM pg_partition_tree(%s) AS t
-          JOIN pg_class AS c ON c.oid = t.relid
-         WHERE t.level > 0
-         ORDER BY t.level, c.relname
-        """,
-        (oid,),
-    )
-    return parts
-
