@@ -129,14 +129,14 @@ def catalog_shape(dsn: str, *, observer: str = "acme", role: str = "app_user") -
         ``own_rows``: what RLS lets the same session count (its own tenant only), for contrast.
     """
     with db.connect(dsn, autocommit=True) as admin:
-        ids = dict(admin.execute("SELECT slug, id FROM tenants ORDER BY slug").fetchall())
+        ids: dict[str, Any] = dict(admin.execute("SELECT slug, id FROM tenants ORDER BY slug").fetchall())
         month = admin.execute(
             "SELECT min(inhrelid::regclass::text) FROM pg_inherits"
             " WHERE inhparent = 'activities'::regclass"
             "   AND inhrelid::regclass::text ~ ('^activities_' || to_char(now() - interval '1 month', 'YYYY_MM') || '$')"
         ).fetchone()[0]  # type: ignore[index]
         truth = _leaf_truth(admin, month)
-        contacts = dict(admin.execute("SELECT tenant_id, count(*) FROM contacts GROUP BY 1").fetchall())
+        contacts: dict[Any, int] = dict(admin.execute("SELECT tenant_id, count(*) FROM contacts GROUP BY 1").fetchall())
     slug_of = {v: k for k, v in ids.items()}
     with db.connect(dsn, role=role, autocommit=True) as conn, tenants.tenant(conn, observer):
         seen = conn.execute(
