@@ -1,4 +1,4 @@
-"""lead_pipeline_hourly (sql/01 section 9): the rollup the triggers keep equal to leads, whatever is written.
+"""lead_pipeline_hourly (sql/course-rollups.sql section 1): the rollup the triggers keep equal to leads, whatever is written.
 
 Every write here is made as app_user (a real login, under RLS, as an admin of the tenant), the way the
 application writes; after each statement the administrator checks ``lab_lead_pipeline_drift()`` (every

@@ -1,4 +1,4 @@
-"""contact_segment_counts (sql/04 section 5): Scenario 2's count, kept equal to contacts by triggers.
+"""contact_segment_counts (sql/course-rollups.sql section 2): Scenario 2's count, kept equal to contacts by triggers.
 
 Every write is made as app_user (a real login, under RLS, as an admin of the tenant); after each one
 the administrator checks ``lab_contact_segments_drift()`` (every segment where the rollup and a fresh

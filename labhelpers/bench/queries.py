@@ -78,10 +78,10 @@ FROM lead_pipeline_hourly
 WHERE tenant_id = $1
   AND hour >= (CURRENT_DATE - INTERVAL '30 days')::timestamptz
 GROUP BY stage;""", True,
-        note="lead_pipeline_hourly (sql/01 section 9, kept by statement triggers on leads) holds one row per "
-             "tenant, UTC hour and stage: the last 30 days are at most 30 x 24 x 6 rows whatever the tenant's "
+        note="lead_pipeline_hourly (sql/course-rollups.sql section 1, kept by statement triggers on leads) "
+             "holds one row per tenant, UTC hour and stage: the last 30 days are at most 30 x 24 x 6 rows whatever the tenant's "
              "size, and local midnight is an hour boundary, so the answer equals the verbatim query's",
-        needs="table lead_pipeline_hourly and its triggers on leads (sql/01)",
+        needs="table lead_pipeline_hourly and its triggers on leads (sql/course-rollups.sql)",
     ),
     Benchmark("test3", "test3", "Test 3: activity timeline", "verbatim", TEST3, True),
     Benchmark(
@@ -120,9 +120,9 @@ LIMIT 50;""", True,
         "scenario2_rollup", "scenario2", "Scenario 2 rollup: counts kept per segment", "tuned",
         "SELECT COALESCE(SUM(contact_count), 0) AS count FROM contact_segment_counts\n"
         "WHERE cf_status = 'active' AND cf_priority = 'high';", False,
-        note="contact_segment_counts (sql/04 section 5, kept by statement triggers on contacts) holds one row "
-             "per tenant, status and priority: the count is one row whatever the tenant's size",
-        needs="table contact_segment_counts and its triggers on contacts (sql/04)",
+        note="contact_segment_counts (sql/course-rollups.sql section 2, kept by statement triggers on "
+             "contacts) holds one row per tenant, status and priority: the count is one row whatever the tenant's size",
+        needs="table contact_segment_counts and its triggers on contacts (sql/course-rollups.sql)",
         owner_sql="SELECT COALESCE(SUM(contact_count), 0) AS count FROM contact_segment_counts\n"
                   "WHERE cf_status = 'active' AND cf_priority = 'high'\n  AND tenant_id = $1;",
     ),

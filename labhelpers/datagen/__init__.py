@@ -31,8 +31,8 @@ activities. What it promises:
   sample of every table is audited with ``lab_custom_field_problems`` (zero problems or the run fails).
   ``validate=True`` keeps the trigger on instead (the tests do, at the tiny scale).
 - **Derived data kept exact.** A superuser's bulk load runs with ``session_replication_role = replica``
-  (no trigger fires), so the rollups (``lead_pipeline_hourly``, sql/01 section 9;
-  ``contact_segment_counts``, sql/04 section 5) are recomputed in one statement each after the load;
+  (no trigger fires), so the rollups (``lead_pipeline_hourly``, sql/course-rollups.sql section 1;
+  ``contact_segment_counts``, sql/course-rollups.sql section 2) are recomputed in one statement each after the load;
   otherwise their triggers keep them as rows arrive.
 
 Generated rows are recognisable by their ids: UUIDv7 (timestamp = ``created_at``) with the fixed bits

@@ -152,8 +152,8 @@ def _load_part(conn: psycopg.Connection, load: Load, pools: Pools, part: Part) -
 
 
 def rebuild_rollups(conn: psycopg.Connection) -> None:
-    """Recompute the trigger-kept rollups (the leads' pipeline, sql/01 section 9; the contacts' segments,
-    sql/04 section 5), those that exist: after a load during which no trigger fired."""
+    """Recompute the trigger-kept rollups of sql/course-rollups.sql (the leads' pipeline, section 1; the
+    contacts' segments, section 2), those that exist: after a load during which no trigger fired."""
     for rebuild in _ROLLUP_REBUILDS:
         exists = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (f"{rebuild}()",)).fetchone()
         if exists and exists[0]:
