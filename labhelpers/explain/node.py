@@ -23,6 +23,9 @@ BUFFER_KINDS = (
 )
 _BUFFER_KEYS = {k: " ".join(w.capitalize() for w in k.split("_")) + " Blocks" for k in BUFFER_KINDS}
 
+# Nodes that combine bitmaps: EXPLAIN reports 0 rows for them, whatever they hold.
+BITMAP_COMBINERS = ("BitmapAnd", "BitmapOr")
+
 
 @dataclass(eq=False)
 class Node:
@@ -61,7 +64,7 @@ class Node:
         rel = self.raw.get("Relation Name")
         if rel is None and self.raw.get("Node Type") == "Bitmap Index Scan":
             up = self.parent
-            while up is not None and up.raw.get("Node Type") in ("BitmapAnd", "BitmapOr"):
+            while up is not None and up.raw.get("Node Type") in BITMAP_COMBINERS:
                 up = up.parent
             if up is not None:
                 rel = up.raw.get("Relation Name")
@@ -99,9 +102,13 @@ class Node:
 
     # --- derived -------------------------------------------------------------------------------
     def misestimate(self) -> tuple[float | None, str | None]:
-        """Return (factor >= 1, direction ``under``/``over``/``none``), or (None, None) without actuals."""
+        """Return (factor >= 1, direction ``under``/``over``/``none``), or (None, None) without actuals.
+
+        BitmapAnd and BitmapOr hand a bitmap to their parent, not rows: EXPLAIN always reports 0 actual
+        rows for them, so they have no misestimate (their Bitmap Index Scans and Heap Scan do).
+        """
         actual, planned = self.actual_rows, self.plan_rows
-        if actual is None or planned is None or not self.loops:
+        if actual is None or planned is None or not self.loops or self.raw.get("Node Type") in BITMAP_COMBINERS:
             return None, None
         a, p = max(actual, 1.0) if actual == 0 else actual, max(planned, 1.0)
         if math.isclose(a, p, rel_tol=1e-9):

@@ -211,6 +211,12 @@ def captures() -> dict[str, dict[str, Any]]:
             "doc": "Bitmap Index Scan on a GIN jsonb_path_ops index feeding a Bitmap Heap Scan",
             "sql": """SELECT count(*) FROM contacts WHERE custom_fields @> '{"industry": "tech", "priority": "high"}'""",
         },
+        "bitmap_and": {
+            "doc": "BitmapAnd of the GIN index and the primary key (EXPLAIN reports 0 rows for BitmapAnd)",
+            "sql": f"""SELECT count(*) FROM contacts WHERE custom_fields @> '{{"industry": "tech"}}'
+                       AND tenant_id = '{TENANT_A}' AND id <= 400""",
+            "settings": {"enable_seqscan": "off", "enable_indexscan": "off", "enable_indexonlyscan": "off"},
+        },
         "sort_spill": {
             "doc": "A Sort with a tiny work_mem: external merge on disk, temp buffers",
             "sql": "SELECT id, value FROM leads ORDER BY value DESC, id",
