@@ -1,4 +1,4 @@
-"""Tenant isolation, the heart of the course: every tenant table and partition against PITFALLS 1-15, 24 and 31.
+"""Tenant isolation, the heart of the course: every tenant table and partition against PITFALLS 1-7, 9, 12-15, 24, 31.
 
 Every test acts as a real login of an application role (``labhelpers.db.connect(dsn, role=...)``) and first
 asserts that it is not a superuser, has no BYPASSRLS and owns nothing: an isolation test run as the owner
